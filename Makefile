@@ -1,0 +1,36 @@
+# certwatch: `make run` sets up and replays the shipped sample; `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SAMPLE ?= tests/data/ja4/latest.pcapng
+CORPUS ?= ../shared/corpus
+
+.PHONY: setup run test lint corpus-check schemas clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/certwatch replay $(SAMPLE)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+corpus-check: setup
+	$(BIN)/python -m tools.corpus_check $(CORPUS)
+
+schemas: setup
+	$(BIN)/certwatch schema export schemas/json
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

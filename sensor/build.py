@@ -1,0 +1,405 @@
+"""Turning what a session saw into the schema's events (``schemas.events``).
+
+This is where numbers get names (registry), certificates get described (``sensor.x509``,
+cached by DER hash) and fingerprints get computed, once per handshake, off the per-packet
+path.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from schemas.base import Endpoint, EventFields, Network, NetworkInner, Observer, Vlan
+from schemas.events import (
+    AnomalyDetail,
+    AnomalyEvent,
+    AnomalyExtension,
+    CertificateEvent,
+    CertificateExtension,
+    CertificateSighting,
+    FlowCounters,
+    HandshakeEvent,
+    HandshakeExtension,
+)
+from schemas.tls import (
+    ClientHelloSummary,
+    HandshakeTiming,
+    KeyExchange,
+    ServerHelloSummary,
+    Tls,
+    TlsAlert,
+    TlsClient,
+    TlsDetail,
+    TlsServer,
+)
+from schemas.x509 import X509, CertificateExtra, ChainCertificate, DistinguishedName, Hashes
+from sensor import fingerprints
+from sensor.anomalies import Anomaly
+from sensor.config import SensorConfig
+from sensor.decode import format_addr
+from sensor.flows import Flow
+from sensor.session import SessionRecord, Side
+from sensor.tls import messages as m
+from sensor.tls import registry
+from sensor.x509 import CertificateCache, CertificateInfo
+
+KEY_SHARE = 0x0033
+
+
+def utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def nanoseconds(start: float | None, end: float | None) -> int | None:
+    if start is None or end is None or end < start:
+        return None
+    return round((end - start) * 1e9)
+
+
+def event_id(*parts: object) -> str:
+    """A stable identifier: replaying the same capture gives the same ids."""
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeEvents:
+    """A handshake event, the certificate events it brings, and its version for counting."""
+
+    handshake: HandshakeEvent
+    certificates: list[CertificateEvent]
+    version_label: str
+
+
+class EventBuilder:
+    """Builds events; owns the certificate description cache and the "seen" TTL table."""
+
+    def __init__(self, config: SensorConfig) -> None:
+        self.config = config
+        self.observer = Observer(name=config.name)
+        self.certificates = CertificateCache(config.certificate_cache_size)
+        self._announced: dict[str, float] = {}
+
+    # -- handshakes ------------------------------------------------------------------------
+
+    def handshake(self, flow: Flow, record: SessionRecord) -> HandshakeEvents:
+        (client_addr, client_port), (server_addr, server_port) = flow.client_server()
+        client_ip, server_ip = format_addr(client_addr), format_addr(server_addr)
+        start = record.client_hello_time or record.server_hello_time or flow.session_start
+        end = record.last_handshake_time or start
+        server_chain = [self.certificates.describe(der) for der in record.server_certificates]
+        client_chain = [self.certificates.describe(der) for der in record.client_certificates]
+        ja4x: dict[str, str | None] = {}
+        if self.config.foxio_fingerprints:
+            for der, info in zip((*record.server_certificates, *record.client_certificates),
+                                 (*server_chain, *client_chain), strict=True):
+                ja4x[info.sha256] = fingerprints.ja4x(der)
+        ch, sh = record.client_hello, record.server_hello
+        sni = ch.server_name if ch else None
+        tls = self._tls(record, server_chain, client_chain)
+        detail = TlsDetail(
+            client_hello=self._client_hello(ch) if ch else None,
+            server_hello=self._server_hello(sh, ch) if sh else None,
+            server_chain=[self._chain_entry(info, ja4x) for info in server_chain],
+            client_chain=[self._chain_entry(info, ja4x) for info in client_chain],
+            certificate_encrypted=sh is not None and registry.version_ecs(
+                sh.selected_version) == ("tls", "1.3") and not record.hello_retry_request,
+            key_exchange=self._key_exchange(record),
+            alerts=[self._alert(side, alert) for side, alert in record.alerts],
+            timing=HandshakeTiming(
+                client_hello_to_server_hello=nanoseconds(
+                    record.client_hello_time, record.server_hello_time),
+                server_hello_to_handshake_end=nanoseconds(
+                    record.server_hello_time, record.last_handshake_time),
+            ),
+            record_versions=sorted(registry.version_name(v) for v in record.record_versions),
+            ended_by=record.ended_by or "capture_end",
+            parse_error=record.parse_error,
+        )
+        event = HandshakeEvent(
+            timestamp=utc(start),
+            event=EventFields(
+                id=event_id(self.observer.name, client_ip, client_port, server_ip, server_port,
+                            repr(start)),
+                kind="event",
+                category=["network"],
+                type=["connection", "protocol"],
+                dataset="certwatch.tls.handshake",
+                outcome="success" if record.established else "failure",
+                start=utc(start),
+                end=utc(end),
+                duration=nanoseconds(start, end),
+            ),
+            observer=self.observer,
+            source=Endpoint(ip=client_ip, port=client_port),
+            destination=Endpoint(ip=server_ip, port=server_port),
+            network=self._network(flow, server_addr),
+            tls=tls,
+            certwatch=HandshakeExtension(
+                tls=detail, flow=FlowCounters(packets=flow.packets, bytes=flow.bytes)
+            ),
+        )
+        certs = self._certificate_events(
+            start, server_ip, server_port, sni, ja4x,
+            [(Side.SERVER, list(zip(record.server_certificates, server_chain, strict=True))),
+             (Side.CLIENT, list(zip(record.client_certificates, client_chain, strict=True)))],
+        )
+        label = registry.version_name(sh.selected_version) if sh else "no ServerHello"
+        return HandshakeEvents(event, certs, label)
+
+    def _tls(
+        self,
+        record: SessionRecord,
+        server_chain: list[CertificateInfo],
+        client_chain: list[CertificateInfo],
+    ) -> Tls:
+        ch, sh = record.client_hello, record.server_hello
+        client = TlsClient(
+            server_name=ch.server_name if ch else None,
+            ja3=fingerprints.ja3(ch) if ch else None,
+            supported_ciphers=[registry.cipher_suite_name(c) for c in ch.cipher_suites]
+            if ch else [],
+            hash=self._hashes(client_chain[0]) if client_chain else None,
+            x509=self._x509(client_chain[0]) if client_chain else None,
+            certificate_chain=self._chain_der(record.client_certificates),
+        )
+        leaf = server_chain[0] if server_chain else None
+        server = TlsServer(
+            ja3s=fingerprints.ja3s(sh) if sh else None,
+            hash=self._hashes(leaf) if leaf else None,
+            x509=self._x509(leaf) if leaf else None,
+            subject=leaf.subject if leaf else None,
+            issuer=leaf.issuer if leaf else None,
+            not_before=leaf.not_before if leaf else None,
+            not_after=leaf.not_after if leaf else None,
+            certificate_chain=self._chain_der(record.server_certificates),
+        )
+        if sh is None or (record.hello_retry_request and record.server_hello_time is None):
+            return Tls(established=record.established, client=client, server=server)
+        protocol, version = registry.version_ecs(sh.selected_version)
+        return Tls(
+            version=version,
+            # A version no registry knows is still reported (as unknown-0xNNNN), with no
+            # protocol family rather than a guessed one.
+            version_protocol=protocol if protocol in ("tls", "ssl", "dtls") else None,
+            cipher=registry.cipher_suite_name(sh.cipher_suite),
+            curve=self._curve(record),
+            established=record.established,
+            resumed=record.resumed,
+            next_protocol=sh.alpn.decode("utf-8", "backslashreplace") if sh.alpn else None,
+            client=client,
+            server=server,
+        )
+
+    def _chain_der(self, chain: tuple[bytes, ...]) -> list[str]:
+        if not self.config.include_chain_der:
+            return []
+        return [base64.b64encode(der).decode("ascii") for der in chain]
+
+    def _curve(self, record: SessionRecord) -> str | None:
+        ske = record.server_key_exchange
+        if ske is not None and ske.named_group is not None:
+            return registry.group_name(ske.named_group)
+        sh = record.server_hello
+        for ext in sh.extensions if sh else ():
+            if ext.type == KEY_SHARE and len(ext.data) >= 2:
+                return registry.group_name(int.from_bytes(ext.data[:2], "big"))
+        return None
+
+    def _key_exchange(self, record: SessionRecord) -> KeyExchange | None:
+        ske = record.server_key_exchange
+        curve = self._curve(record)
+        if ske is None and curve is None:
+            return None
+        return KeyExchange(dh_prime_bits=ske.dh_prime_bits if ske else None, named_group=curve)
+
+    def _client_hello(self, ch: m.ClientHello) -> ClientHelloSummary:
+        return ClientHelloSummary(
+            legacy_version=registry.version_name(ch.legacy_version),
+            supported_versions=[registry.version_name(v) for v in ch.supported_versions],
+            cipher_suites=[registry.cipher_suite_name(c) for c in ch.cipher_suites],
+            extensions=[registry.extension_name(e.type) for e in ch.extensions],
+            supported_groups=[registry.group_name(g) for g in ch.supported_groups],
+            ec_point_formats=[registry.ec_point_format_name(f) for f in ch.ec_point_formats],
+            signature_algorithms=[
+                registry.signature_scheme_name(s) for s in ch.signature_algorithms
+            ],
+            alpn=[p.decode("utf-8", "backslashreplace") for p in ch.alpn],
+            session_id_length=len(ch.session_id),
+            sslv2_format=ch.sslv2_format,
+            ja3_string=fingerprints.ja3_string(ch),
+            ja4=fingerprints.ja4(ch),
+            ja4_r=fingerprints.ja4_r(ch),
+            ja4_o=fingerprints.ja4_o(ch),
+            ja4_ro=fingerprints.ja4_ro(ch),
+        )
+
+    def _server_hello(self, sh: m.ServerHello, ch: m.ClientHello | None) -> ServerHelloSummary:
+        return ServerHelloSummary(
+            legacy_version=registry.version_name(sh.legacy_version),
+            selected_version=registry.version_name(sh.selected_version),
+            cipher_suite=registry.cipher_suite_name(sh.cipher_suite),
+            cipher_suite_code=f"{sh.cipher_suite:04x}",
+            extensions=[registry.extension_name(e.type) for e in sh.extensions],
+            compression_method=sh.compression_method,
+            hello_retry_request=sh.is_hello_retry_request,
+            session_id_echoed=bool(ch and ch.session_id and ch.session_id == sh.session_id),
+            ja3s_string=fingerprints.ja3s_string(sh),
+            ja4s=fingerprints.ja4s(sh) if self.config.foxio_fingerprints else None,
+        )
+
+    @staticmethod
+    def _alert(side: Side, alert: m.AlertMessage) -> TlsAlert:
+        return TlsAlert(
+            sender=side.value,
+            level=None if alert.level is None else registry.alert_level_name(alert.level),
+            description=None if alert.description is None
+            else registry.alert_description_name(alert.description),
+            encrypted=alert.encrypted,
+        )
+
+    def _network(self, flow: Flow, server_addr: bytes) -> Network:
+        vlans = flow.vlans
+        return Network(
+            type="ipv6" if len(server_addr) == 16 else "ipv4",
+            vlan=Vlan(id=str(vlans[0])) if vlans else None,
+            inner=NetworkInner(vlan=Vlan(id=str(vlans[1]))) if len(vlans) > 1 else None,
+        )
+
+    # -- certificates ------------------------------------------------------------------------
+
+    @staticmethod
+    def _hashes(info: CertificateInfo) -> Hashes:
+        return Hashes(sha256=info.sha256, sha1=info.sha1)
+
+    @staticmethod
+    def _name(rfc4514: str | None, fields: dict[str, list[str]]) -> DistinguishedName:
+        return DistinguishedName.model_validate({"distinguished_name": rfc4514, **fields})
+
+    def _x509(self, info: CertificateInfo) -> X509 | None:
+        if info.parse_error is not None and info.subject is None:
+            return None
+        return X509(
+            serial_number=info.serial_number,
+            subject=self._name(info.subject, info.subject_dict()),
+            issuer=self._name(info.issuer, info.issuer_dict()),
+            not_before=info.not_before,
+            not_after=info.not_after,
+            public_key_algorithm=info.public_key_algorithm,
+            public_key_size=info.public_key_size,
+            public_key_curve=info.public_key_curve,
+            public_key_exponent=info.public_key_exponent,
+            signature_algorithm=info.signature_algorithm,
+            alternative_names=list(info.alternative_names),
+            version_number=str(info.version) if info.version is not None else None,
+        )
+
+    def _extra(self, info: CertificateInfo, ja4x: dict[str, str | None]) -> CertificateExtra:
+        return CertificateExtra(
+            sha256=info.sha256,
+            spki_sha256=info.spki_sha256,
+            der_length=info.der_length,
+            is_ca=info.is_ca,
+            self_signed=info.self_signed,
+            signature_algorithm_oid=info.signature_algorithm_oid,
+            san_dns=list(info.san_dns),
+            san_ip=list(info.san_ip),
+            san_email=list(info.san_email),
+            san_uri=list(info.san_uri),
+            parse_error=info.parse_error,
+            ja4x=ja4x.get(info.sha256),
+        )
+
+    def _chain_entry(self, info: CertificateInfo, ja4x: dict[str, str | None]
+                     ) -> ChainCertificate:
+        return ChainCertificate(
+            hash=self._hashes(info), x509=self._x509(info), certwatch=self._extra(info, ja4x)
+        )
+
+    def _certificate_events(
+        self,
+        timestamp: float,
+        server_ip: str,
+        server_port: int,
+        server_name: str | None,
+        ja4x: dict[str, str | None],
+        chains: list[tuple[Side, list[tuple[bytes, CertificateInfo]]]],
+    ) -> list[CertificateEvent]:
+        events = []
+        for side, chain in chains:
+            for position, (der, info) in enumerate(chain):
+                if not self._first_sighting(info.sha256, timestamp):
+                    continue
+                events.append(CertificateEvent(
+                    timestamp=utc(timestamp),
+                    event=EventFields(
+                        id=event_id(self.observer.name, "certificate", info.sha256,
+                                    repr(timestamp)),
+                        kind="event",
+                        category=["network"],
+                        type=["info"],
+                        dataset="certwatch.tls.certificate",
+                    ),
+                    observer=self.observer,
+                    hash=self._hashes(info),
+                    x509=self._x509(info),
+                    certwatch=CertificateExtension(
+                        certificate=self._extra(info, ja4x),
+                        seen=CertificateSighting(
+                            role=side.value,
+                            position=position,
+                            server_ip=server_ip,
+                            server_port=server_port,
+                            server_name=server_name,
+                        ),
+                        der_base64=base64.b64encode(der).decode("ascii"),
+                    ),
+                ))
+        return events
+
+    def _first_sighting(self, sha256: str, timestamp: float) -> bool:
+        """True when the certificate has not been announced within the TTL. Bounded: the
+        table is pruned of expired entries when it outgrows the certificate cache."""
+        last = self._announced.get(sha256)
+        if last is not None and timestamp - last < self.config.certificate_event_ttl:
+            return False
+        if len(self._announced) >= 2 * self.config.certificate_cache_size:
+            horizon = timestamp - self.config.certificate_event_ttl
+            self._announced = {k: t for k, t in self._announced.items() if t >= horizon}
+            if len(self._announced) >= 2 * self.config.certificate_cache_size:
+                self._announced.clear()
+        self._announced[sha256] = timestamp
+        return True
+
+    # -- anomalies ---------------------------------------------------------------------------
+
+    def anomaly(self, anomaly: Anomaly) -> AnomalyEvent:
+        source = destination = network = None
+        if anomaly.flow is not None:
+            (c_addr, c_port), (s_addr, s_port) = anomaly.flow
+            source = Endpoint(ip=format_addr(c_addr), port=c_port)
+            destination = Endpoint(ip=format_addr(s_addr), port=s_port)
+            network = Network(type="ipv6" if len(s_addr) == 16 else "ipv4")
+        return AnomalyEvent(
+            timestamp=utc(anomaly.timestamp),
+            event=EventFields(
+                id=event_id(self.observer.name, "anomaly", anomaly.kind, repr(anomaly.timestamp),
+                            anomaly.count),
+                kind="event",
+                category=["network"],
+                type=["info", "error"],
+                dataset="certwatch.sensor.anomaly",
+            ),
+            observer=self.observer,
+            message=f"{anomaly.kind}: {anomaly.detail}"
+            + (f" ({anomaly.count} times)" if anomaly.count > 1 else ""),
+            source=source,
+            destination=destination,
+            network=network,
+            certwatch=AnomalyExtension(
+                anomaly=AnomalyDetail(kind=anomaly.kind, detail=anomaly.detail,
+                                      count=anomaly.count)
+            ),
+        )

@@ -1,0 +1,43 @@
+"""The sensor's tunables, with the defaults a tap host should start from."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+DEFAULT_MAX_FLOWS = 262_144
+
+
+@dataclass(frozen=True, slots=True)
+class SensorConfig:
+    """Bounds and switches of one sensor instance.
+
+    Every table and buffer the sensor keeps is bounded by one of these numbers; reaching a
+    bound is reported as an anomaly event, never as silent growth.
+    """
+
+    name: str = field(default_factory=socket.gethostname)
+    max_flows: int = DEFAULT_MAX_FLOWS
+    """Flows tracked at once; beyond it the oldest flow is evicted (``flow_table_full``)."""
+    max_buffered_per_direction: int = 256 * 1024
+    """Out-of-order bytes held per direction while reassembling a handshake."""
+    detect_segments: int = 8
+    """Payload segments looked at for a TLS hello before a flow is deemed not TLS. More than
+    one so that TLS after STARTTLS (SMTP, IMAP, POP3, XMPP, LDAP) is found by content."""
+    handshake_timeout: float = 60.0
+    """Seconds of capture time without a packet before an unfinished handshake is closed."""
+    idle_timeout: float = 300.0
+    """Seconds of capture time without a packet before a counted flow is forgotten."""
+    closed_linger: float = 10.0
+    """Seconds a flow closed by FIN/RST is kept so that late segments don't open a new one."""
+    certificate_cache_size: int = 10_000
+    """Parsed certificates kept (by DER SHA-256); a repeated chain costs a lookup."""
+    certificate_event_ttl: float = 86_400.0
+    """A certificate is announced again on the certificate topic after this many seconds."""
+    anomaly_report_interval: float = 60.0
+    """At most one anomaly event per kind per interval of capture time; the rest are counted
+    and the count rides on the next event of that kind."""
+    foxio_fingerprints: bool = False
+    """Compute JA4S and JA4X, which are under the FoxIO License 1.1 (see README)."""
+    include_chain_der: bool = True
+    """Carry each certificate's DER (base64) in handshake events so detectors need no join."""

@@ -1,0 +1,325 @@
+"""Raw frame to TCP segment: link layer, VLAN/MPLS/PPPoE, IPv4/IPv6, TCP.
+
+Contract of :func:`decode_frame`: a frame that is valid but carries no TCP over IP (ARP,
+UDP, ICMP, a non-first IP fragment, LLC, ...) gives ``None``; malformed headers raise
+:class:`sensor.errors.DecodeError` whose message says which header and what is wrong; a
+link type this module does not decode raises :class:`sensor.errors.CaptureError` (fatal
+for that input, see ``sensor.errors``). Callers may check :data:`SUPPORTED_LINKTYPES` up
+front. A TCP segment comes back as a :class:`TcpSegment` tuple.
+
+The payload is bounded by the IP length fields, which trims Ethernet padding (frames are
+padded to 60 bytes, RFC 894); a frame cut by the snapshot length keeps what was captured.
+
+Speed: untagged Ethernet/IPv4/TCP, the bulk of tap traffic, is decoded inline with two
+``struct`` calls; anything else (and any error) takes the general path below.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import NamedTuple
+
+from sensor.errors import CaptureError, DecodeError
+
+__all__ = ["SUPPORTED_LINKTYPES", "TcpSegment", "decode_frame", "format_addr"]
+
+# Link types (LINKTYPE_* numbers from the pcap link-type registry).
+LINKTYPE_NULL = 0  # BSD loopback, address family in the capturing host's byte order
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW_BSD12 = 12  # DLT_RAW as written by most BSDs
+LINKTYPE_RAW_BSD14 = 14  # DLT_RAW as written by OpenBSD
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108  # OpenBSD loopback, address family in network byte order
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+SUPPORTED_LINKTYPES = frozenset(
+    {
+        LINKTYPE_NULL,
+        LINKTYPE_ETHERNET,
+        LINKTYPE_RAW_BSD12,
+        LINKTYPE_RAW_BSD14,
+        LINKTYPE_RAW,
+        LINKTYPE_LOOP,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_IPV4,
+        LINKTYPE_IPV6,
+        LINKTYPE_LINUX_SLL2,
+    }
+)
+
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
+ETHERTYPE_PPPOE_SESSION = 0x8864
+ETHERTYPE_MPLS_UNICAST = 0x8847
+ETHERTYPE_MPLS_MULTICAST = 0x8848
+# 802.1Q customer tag, 802.1ad service tag, and the pre-standard QinQ tag.
+VLAN_TPIDS = frozenset({0x8100, 0x88A8, 0x9100})
+#: More stacked VLAN tags than this is treated as malformed (QinQ uses two).
+MAX_VLAN_TAGS = 8
+
+# IP protocol numbers (IANA "Assigned Internet Protocol Numbers").
+_PROTO_IPIP = 4
+_PROTO_TCP = 6
+_PROTO_IPV6 = 41
+_PROTO_FRAGMENT = 44
+_PROTO_AH = 51
+# IPv6 extension headers sharing the (next header, length in 8-octet units - 1) shape:
+# hop-by-hop, routing, destination options (RFC 8200 4.3-4.6), mobility (RFC 6275),
+# HIP (RFC 7401), shim6 (RFC 5533).
+_IPV6_GENERIC_EXT = frozenset({0, 43, 60, 135, 139, 140})
+_IPV6_EXT = _IPV6_GENERIC_EXT | {_PROTO_AH, _PROTO_FRAGMENT}
+
+# Address families written in NULL/LOOP headers: AF_INET is 2 everywhere; AF_INET6 is
+# 24 (NetBSD, OpenBSD), 28 (FreeBSD), 30 (Darwin) and 10 (Linux).
+_AF_INET = 2
+_AF_INET6 = frozenset({10, 24, 28, 30})
+
+_IPV4 = struct.Struct("!BxH2xHxB2x4s4s")  # ver/ihl, total length, frag, proto, src, dst
+_ETH_IPV4 = struct.Struct("!H" + _IPV4.format[1:])  # EtherType, then the IPv4 fields
+_IPV6 = struct.Struct("!IHBx16s16s")  # ver/class/flow, payload length, next header, src, dst
+_TCP = struct.Struct("!HHIIBB")  # ports, seq, ack, data offset, flags
+_U16 = struct.Struct("!H")
+_U16_PAIR = struct.Struct("!HH")
+_new = tuple.__new__  # builds a NamedTuple at half the cost of calling the class
+
+
+class TcpSegment(NamedTuple):
+    """One TCP segment with the addresses of the IP packet that carried it."""
+
+    src_addr: bytes  # 4 bytes (IPv4) or 16 bytes (IPv6), network order
+    dst_addr: bytes
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int  # FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10 URG=0x20 ECE=0x40 CWR=0x80
+    payload: bytes
+    vlans: tuple[int, ...]  # VLAN ids, outermost first
+
+
+def format_addr(addr: bytes) -> str:
+    """Dotted IPv4 or RFC 5952 compressed IPv6 text for a 4- or 16-byte address.
+
+    IPv4-mapped IPv6 addresses keep the dotted tail (RFC 5952 5), as tshark prints them.
+    Raises ``ValueError`` for any other length.
+    """
+    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+
+
+def decode_frame(linktype: int, data: bytes) -> TcpSegment | None:
+    """Decode one captured frame down to its TCP segment; see the module docstring."""
+    if linktype == LINKTYPE_ETHERNET:
+        if len(data) >= 54:
+            # Fast path, untagged IPv4/TCP: one unpack for EtherType and IPv4, one for TCP.
+            # It returns only a fully valid segment; anything else falls through to the
+            # general path, which gives the precise answer or error.
+            ethertype, vihl, total, frag, proto, src, dst = _ETH_IPV4.unpack_from(data, 12)
+            if (
+                ethertype == ETHERTYPE_IPV4
+                and 0x45 <= vihl <= 0x4F
+                and proto == _PROTO_TCP
+                and not frag & 0x1FFF
+            ):
+                tcp = 14 + (vihl & 0x0F) * 4
+                end = 14 + total
+                if end > len(data):
+                    end = len(data)
+                if tcp + 20 <= end:
+                    sport, dport, seq, ack, doff, flags = _TCP.unpack_from(data, tcp)
+                    start = tcp + (doff >> 4) * 4
+                    if doff >= 0x50 and start <= end:
+                        payload = data[start:end]
+                        return _new(
+                            TcpSegment, (src, dst, sport, dport, seq, ack, flags, payload, ())
+                        )
+        elif len(data) < 14:
+            raise DecodeError(f"truncated Ethernet header ({len(data)} bytes)")
+        return _ethertype(_U16.unpack_from(data, 12)[0], data, 14, ())
+    return _other_link(linktype, data)
+
+
+def _other_link(linktype: int, data: bytes) -> TcpSegment | None:
+    size = len(data)
+    if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_BSD12, LINKTYPE_RAW_BSD14):
+        if not size:
+            raise DecodeError("empty raw IP frame")
+        return _ip_by_version(data, 0, size, (), 0)
+    if linktype == LINKTYPE_IPV4:
+        return _ipv4(data, 0, size, (), 0)
+    if linktype == LINKTYPE_IPV6:
+        return _ipv6(data, 0, size, (), 0)
+    if linktype == LINKTYPE_LINUX_SLL:
+        # cooked v1: type, ARPHRD, address length, 8-byte address, protocol (16 bytes)
+        if size < 16:
+            raise DecodeError(f"truncated Linux cooked (SLL) header ({size} bytes)")
+        return _ethertype(_U16.unpack_from(data, 14)[0], data, 16, ())
+    if linktype == LINKTYPE_LINUX_SLL2:
+        # cooked v2: protocol, reserved, ifindex, ARPHRD, type, address length, address
+        if size < 20:
+            raise DecodeError(f"truncated Linux cooked (SLL2) header ({size} bytes)")
+        return _ethertype(_U16.unpack_from(data, 0)[0], data, 20, ())
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if size < 4:
+            raise DecodeError(f"truncated loopback header ({size} bytes)")
+        if linktype == LINKTYPE_LOOP:
+            family = int.from_bytes(data[:4], "big")
+        else:
+            # Host byte order of the machine that captured: families are small numbers,
+            # so a value with high bits set was written big-endian.
+            family = int.from_bytes(data[:4], "little")
+            if family > 0xFFFF:
+                family = int.from_bytes(data[:4], "big")
+        if family == _AF_INET:
+            return _ipv4(data, 4, size, (), 0)
+        if family in _AF_INET6:
+            return _ipv6(data, 4, size, (), 0)
+        return None
+    raise CaptureError(f"unsupported link type {linktype}")
+
+
+def _ethertype(ethertype: int, data: bytes, off: int, vlans: tuple[int, ...]) -> TcpSegment | None:
+    """Follow VLAN tags, MPLS and PPPoE from an EtherType at ``off`` down to IP."""
+    size = len(data)
+    while ethertype in VLAN_TPIDS:
+        if len(vlans) >= MAX_VLAN_TAGS:
+            raise DecodeError(f"more than {MAX_VLAN_TAGS} stacked VLAN tags")
+        if size - off < 4:
+            raise DecodeError("truncated VLAN tag")
+        tci, ethertype = _U16_PAIR.unpack_from(data, off)
+        vlans = (*vlans, tci & 0x0FFF)  # IEEE 802.1Q 9.6: the VID is the low 12 bits
+        off += 4
+    if ethertype == ETHERTYPE_IPV4:
+        return _ipv4(data, off, size, vlans, 0)
+    if ethertype == ETHERTYPE_IPV6:
+        return _ipv6(data, off, size, vlans, 0)
+    if ethertype in (ETHERTYPE_MPLS_UNICAST, ETHERTYPE_MPLS_MULTICAST):
+        return _mpls(data, off, vlans)
+    if ethertype == ETHERTYPE_PPPOE_SESSION:
+        return _pppoe(data, off, vlans)
+    return None
+
+
+def _mpls(data: bytes, off: int, vlans: tuple[int, ...]) -> TcpSegment | None:
+    # RFC 3032 2.1: 4-byte entries; the bottom-of-stack bit is the low bit of byte 2.
+    size = len(data)
+    while True:
+        if size - off < 4:
+            raise DecodeError("truncated MPLS label stack")
+        bottom = data[off + 2] & 0x01
+        off += 4
+        if bottom:
+            break
+    # No protocol field follows the stack: the first nibble tells IP apart from pseudowire
+    # control words (0) and other payloads, which we leave alone.
+    if off >= size or data[off] >> 4 not in (4, 6):
+        return None
+    return _ip_by_version(data, off, size, vlans, 0)
+
+
+def _pppoe(data: bytes, off: int, vlans: tuple[int, ...]) -> TcpSegment | None:
+    # RFC 2516 4: ver/type, code, session id, length; then the PPP protocol (RFC 1661).
+    if len(data) - off < 8:
+        raise DecodeError("truncated PPPoE session header")
+    protocol = _U16.unpack_from(data, off + 6)[0]
+    if protocol == 0x0021:
+        return _ipv4(data, off + 8, len(data), vlans, 0)
+    if protocol == 0x0057:
+        return _ipv6(data, off + 8, len(data), vlans, 0)
+    return None
+
+
+def _ip_by_version(
+    data: bytes, off: int, end: int, vlans: tuple[int, ...], depth: int
+) -> TcpSegment | None:
+    version = data[off] >> 4
+    if version == 4:
+        return _ipv4(data, off, end, vlans, depth)
+    if version == 6:
+        return _ipv6(data, off, end, vlans, depth)
+    raise DecodeError(f"IP version {version} is neither 4 nor 6")
+
+
+def _ipv4(data: bytes, off: int, end: int, vlans: tuple[int, ...], depth: int) -> TcpSegment | None:
+    """IPv4 header at ``off`` (RFC 791 3.1); ``end`` bounds what may be read."""
+    if end - off < 20:
+        raise DecodeError(f"truncated IPv4 header ({end - off} bytes)")
+    vihl, total, frag, proto, src, dst = _IPV4.unpack_from(data, off)
+    if vihl >> 4 != 4:
+        raise DecodeError(f"IP version {vihl >> 4} where IPv4 was announced")
+    ihl = (vihl & 0x0F) * 4
+    if ihl < 20:
+        raise DecodeError(f"IPv4 header length {ihl} is below 20")
+    if end - off < ihl:
+        raise DecodeError(f"truncated IPv4 options ({end - off} of {ihl} bytes)")
+    if total:
+        if total < ihl:
+            raise DecodeError(f"IPv4 total length {total} is below the header length {ihl}")
+        end = min(end, off + total)
+    # total == 0 is left as captured: senders using TCP segmentation offload are captured
+    # before the NIC fills in the length.
+    if frag & 0x1FFF:
+        return None  # a non-first fragment has no TCP header
+    if proto == _PROTO_TCP:
+        return _tcp(data, off + ihl, end, src, dst, vlans)
+    if depth == 0 and proto in (_PROTO_IPIP, _PROTO_IPV6):
+        # IP-in-IP (RFC 2003) and 6in4 (RFC 4213 3.5), one level deep only.
+        inner = _ipv4 if proto == _PROTO_IPIP else _ipv6
+        return inner(data, off + ihl, end, vlans, 1)
+    return None
+
+
+def _ipv6(data: bytes, off: int, end: int, vlans: tuple[int, ...], depth: int) -> TcpSegment | None:
+    """IPv6 header at ``off`` (RFC 8200 3) and its extension header chain (RFC 8200 4)."""
+    if end - off < 40:
+        raise DecodeError(f"truncated IPv6 header ({end - off} bytes)")
+    vtcfl, plen, nxt, src, dst = _IPV6.unpack_from(data, off)
+    if vtcfl >> 28 != 6:
+        raise DecodeError(f"IP version {vtcfl >> 28} where IPv6 was announced")
+    off += 40
+    if plen:  # zero: a jumbogram (RFC 2675) or segmentation offload; keep what was captured
+        end = min(end, off + plen)
+    # Every extension header is at least 8 bytes, so this loop ends within the frame.
+    while True:
+        if nxt == _PROTO_TCP:
+            return _tcp(data, off, end, src, dst, vlans)
+        if nxt in _IPV6_EXT:
+            if end - off < 8:
+                raise DecodeError(f"truncated IPv6 extension header {nxt}")
+            if nxt == _PROTO_FRAGMENT:
+                # RFC 8200 4.5: only the first fragment (offset 0) carries the TCP header.
+                if _U16.unpack_from(data, off + 2)[0] & 0xFFF8:
+                    return None
+                length = 8
+            elif nxt == _PROTO_AH:
+                length = (data[off + 1] + 2) * 4  # RFC 4302 2.2: in 4-octet units, minus 2
+            else:
+                length = (data[off + 1] + 1) * 8
+            if end - off < length:
+                raise DecodeError(f"truncated IPv6 extension header {nxt}")
+            nxt = data[off]
+            off += length
+            continue
+        if depth == 0 and nxt in (_PROTO_IPIP, _PROTO_IPV6):
+            inner = _ipv4 if nxt == _PROTO_IPIP else _ipv6
+            return inner(data, off, end, vlans, 1)
+        return None  # UDP, ICMPv6, ESP, no next header, ...
+
+
+def _tcp(
+    data: bytes, off: int, end: int, src: bytes, dst: bytes, vlans: tuple[int, ...]
+) -> TcpSegment:
+    """TCP header at ``off`` (RFC 9293 3.1); the payload runs to ``end``."""
+    if end - off < 20:
+        raise DecodeError(f"truncated TCP header ({end - off} bytes)")
+    sport, dport, seq, ack, doff, flags = _TCP.unpack_from(data, off)
+    hlen = (doff >> 4) * 4
+    if hlen < 20:
+        raise DecodeError(f"TCP data offset {doff >> 4} is below 5")
+    if end - off < hlen:
+        raise DecodeError(f"truncated TCP options ({end - off} of {hlen} bytes)")
+    payload = data[off + hlen : end]
+    return _new(TcpSegment, (src, dst, sport, dport, seq, ack, flags, payload, vlans))

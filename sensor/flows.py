@@ -1,0 +1,146 @@
+"""The flow table: one entry per TCP connection, bounded, expired by capture time.
+
+A flow is stored under both of its directional keys so the per-packet lookup is one dict
+access with no canonicalisation; the value says which direction the packet travels.
+Direction 0 is whoever sent the first packet we saw; which side is the TLS client is
+learnt from the SYN or, mid-stream, from who sends the ClientHello.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import Enum
+
+from sensor.reassembly import StreamReassembler
+from sensor.session import Side, TlsSession
+
+FlowKey = tuple[bytes, bytes, int, int, tuple[int, ...]]
+"""(source address, destination address, source port, destination port, VLAN ids)."""
+
+
+class FlowState(Enum):
+    DETECTING = "detecting"  # looking at the first payloads for a TLS hello
+    HANDSHAKE = "handshake"  # reassembling and parsing both directions
+    COUNTING = "counting"  # handshake over or not TLS: packets are only counted
+    CLOSED = "closed"  # FIN/RST seen both ways: kept briefly so stragglers don't start a flow
+
+
+class Flow:
+    """One TCP connection. Holds parsing state only while the handshake is in progress."""
+
+    __slots__ = (
+        "addresses",
+        "bytes",
+        "client_direction",
+        "detect_segments",
+        "early",
+        "fins",
+        "first_seen",
+        "is_tls",
+        "keys",
+        "last_seen",
+        "next_seq",
+        "packets",
+        "ports",
+        "prefix",
+        "prefix_start",
+        "reassemblers",
+        "session",
+        "session_start",
+        "state",
+        "vlans",
+    )
+
+    def __init__(self, key: FlowKey, timestamp: float) -> None:
+        src, dst, sport, dport, vlans = key
+        self.keys = (key, (dst, src, dport, sport, vlans))
+        self.addresses = (src, dst)
+        self.ports = (sport, dport)
+        self.vlans = vlans
+        self.first_seen = timestamp
+        self.last_seen = timestamp
+        self.packets = 0
+        self.bytes = 0
+        self.state = FlowState.DETECTING
+        self.client_direction: int | None = None
+        # Next sequence number expected per direction, from the SYN or the payload so far:
+        # where reassembly starts when a hello is found (after STARTTLS, mid-stream).
+        self.next_seq: list[int | None] = [None, None]
+        self.detect_segments = 0
+        # The first bytes of the current payload run per direction, so a hello cut into
+        # segments of a few bytes is still recognised (RFC 793 allows any segmentation).
+        self.prefix: list[bytes] = [b"", b""]
+        self.prefix_start = [0, 0]
+        # Segments that arrived ahead of a hole while detecting (direction, seq, payload):
+        # replayed into the reassembler if a hello is found. Allocated only when needed.
+        self.early: list[tuple[int, int, bytes]] | None = None
+        self.fins = [False, False]
+        self.is_tls = False
+        self.session: TlsSession | None = None
+        self.session_start = timestamp
+        self.reassemblers: list[StreamReassembler] | None = None
+
+    def side(self, direction: int) -> Side:
+        """The TLS role of the sender in ``direction`` (the client is known once a session
+        has started)."""
+        return Side.CLIENT if direction == self.client_direction else Side.SERVER
+
+    def client_server(self) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
+        """((client address, port), (server address, port)); direction 0 is the client when
+        the roles are not known."""
+        c = self.client_direction or 0
+        return (self.addresses[c], self.ports[c]), (self.addresses[1 - c], self.ports[1 - c])
+
+    def drop_parsing_state(self) -> None:
+        """Free everything the handshake needed; from now on the flow is only counted."""
+        self.session = None
+        self.reassemblers = None
+        self.prefix = [b"", b""]
+        self.early = None
+        if self.state is not FlowState.CLOSED:
+            self.state = FlowState.COUNTING
+
+
+class FlowTable:
+    """Flows by directional key, bounded to ``max_flows``; oldest flows are evicted first."""
+
+    def __init__(self, max_flows: int) -> None:
+        self.max_flows = max_flows
+        self._entries: dict[FlowKey, tuple[Flow, int]] = {}
+        self._flows: dict[int, Flow] = {}  # id(flow) -> flow, in creation order
+        self.created = 0
+        self.evicted = 0
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def lookup(self, key: FlowKey) -> tuple[Flow, int] | None:
+        return self._entries.get(key)
+
+    def is_full(self) -> bool:
+        return len(self._flows) >= self.max_flows
+
+    def add(self, flow: Flow) -> None:
+        self._entries[flow.keys[0]] = (flow, 0)
+        self._entries[flow.keys[1]] = (flow, 1)
+        self._flows[id(flow)] = flow
+        self.created += 1
+
+    def remove(self, flow: Flow) -> None:
+        for key in flow.keys:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is flow:
+                del self._entries[key]
+        self._flows.pop(id(flow), None)
+
+    def oldest(self) -> Flow:
+        """The flow created longest ago (dicts keep insertion order)."""
+        return next(iter(self._flows.values()))
+
+    def idle_since(self, now: float, timeouts: dict[FlowState, float]) -> list[Flow]:
+        """Flows whose last packet is older than their state's idle timeout."""
+        return [f for f in self._flows.values() if now - f.last_seen > timeouts[f.state]]
+
+    def __iter__(self) -> Iterator[Flow]:
+        return iter(list(self._flows.values()))

@@ -1,0 +1,339 @@
+"""The sensor: frames in, events out. Sans-IO; the app shell reads captures and publishes.
+
+The per-packet path is deliberately short: decode the headers from raw bytes, one dict
+lookup, two counter increments, and for the great majority of packets (flows whose
+handshake is over, or that are not TLS) nothing more. Only flows still in their handshake
+pay for reassembly and parsing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from schemas.events import SensorEvent
+from sensor.anomalies import Anomaly, AnomalyCounter
+from sensor.build import EventBuilder
+from sensor.config import SensorConfig
+from sensor.decode import SUPPORTED_LINKTYPES, TcpSegment, decode_frame
+from sensor.errors import DecodeError, ParseError
+from sensor.flows import Flow, FlowKey, FlowState, FlowTable
+from sensor.reassembly import StreamReassembler
+from sensor.session import Side, TlsSession
+
+log = logging.getLogger("certwatch.sensor")
+
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+SEQ_MASK = 0xFFFFFFFF
+SWEEP_EVERY = 1.0  # seconds of capture time between idle-flow sweeps
+EARLY_SEGMENTS = 8  # out-of-order segments kept per flow while looking for a hello
+HELLO_PREFIX = 6  # bytes needed to tell a hello: record header (5) + handshake type (1)
+
+
+def seq_after(a: int, b: int) -> bool:
+    """Whether sequence number ``a`` comes after ``b`` (RFC 1982 serial arithmetic)."""
+    return 0 < ((a - b) & SEQ_MASK) < 0x80000000
+
+
+def hello_role(payload: bytes) -> Side | None:
+    """Who sent this first payload, if it opens with a hello: a TLS handshake record holding
+    a ClientHello or ServerHello (RFC 8446 5.1), or an SSLv2-format ClientHello (RFC 6101
+    E.1: 2-byte header with the high bit set, message type 1)."""
+    if len(payload) >= 6 and payload[0] == 0x16 and payload[1] == 3 and payload[2] <= 4:
+        if payload[5] == 1:
+            return Side.CLIENT
+        if payload[5] == 2:
+            return Side.SERVER
+        return None
+    if len(payload) >= 5 and payload[0] & 0x80 and payload[2] == 1 and payload[3] in (0, 3):
+        return Side.CLIENT
+    return None
+
+
+@dataclass(slots=True)
+class SensorStats:
+    """What the end-of-run summary and the metrics report."""
+
+    packets: int = 0
+    not_tcp: int = 0
+    tls_flows: int = 0
+    not_tls_flows: int = 0
+    handshakes: Counter[str] = field(default_factory=Counter)
+    established: int = 0
+    certificates: int = 0
+
+
+class Sensor:
+    """Turns captured frames into handshake, certificate and anomaly events.
+
+    Call :meth:`process` for every frame in capture order, take the events from
+    :meth:`drain` whenever convenient, and call :meth:`finish` at the end of the input so
+    unfinished handshakes are reported.
+    """
+
+    def __init__(self, config: SensorConfig | None = None) -> None:
+        self.config = config or SensorConfig()
+        self.flows = FlowTable(self.config.max_flows)
+        self.stats = SensorStats()
+        self.anomalies = AnomalyCounter(self.config.anomaly_report_interval)
+        self.builder = EventBuilder(self.config)
+        self.now = 0.0
+        self._next_sweep = 0.0
+        self._events: list[SensorEvent] = []
+        self._timeouts = {
+            FlowState.DETECTING: self.config.handshake_timeout,
+            FlowState.HANDSHAKE: self.config.handshake_timeout,
+            FlowState.COUNTING: self.config.idle_timeout,
+            FlowState.CLOSED: self.config.closed_linger,
+        }
+
+    @property
+    def pending(self) -> int:
+        return len(self._events)
+
+    def drain(self) -> list[SensorEvent]:
+        """The events produced since the last call, in the order they happened."""
+        events, self._events = self._events, []
+        return events
+
+    def process(self, timestamp: float, linktype: int, data: bytes) -> None:
+        """Account for one captured frame."""
+        self.stats.packets += 1
+        if timestamp > self.now:
+            self.now = timestamp
+            if timestamp >= self._next_sweep:
+                self._sweep(timestamp)
+        if linktype not in SUPPORTED_LINKTYPES:
+            self._anomaly("unsupported_linktype", f"link type {linktype} is not decoded",
+                          timestamp)
+            return
+        try:
+            segment = decode_frame(linktype, data)
+        except DecodeError as error:
+            self._anomaly(error.kind, str(error), timestamp)
+            return
+        if segment is None:
+            self.stats.not_tcp += 1
+            return
+        key: FlowKey = (
+            segment.src_addr, segment.dst_addr, segment.src_port, segment.dst_port,
+            segment.vlans,
+        )
+        entry = self.flows.lookup(key)
+        if entry is None or (entry[0].state is FlowState.CLOSED and segment.flags & SYN):
+            if entry is not None:
+                self._forget(entry[0], "rst")
+            flow, direction = self._open_flow(key, timestamp), 0
+        else:
+            flow, direction = entry
+        flow.packets += 1
+        flow.bytes += len(segment.payload)
+        flow.last_seen = timestamp
+        state = flow.state
+        if state is FlowState.HANDSHAKE:
+            self._handshake_segment(flow, direction, segment, timestamp)
+        elif state is FlowState.DETECTING:
+            self._detect(flow, direction, segment, timestamp)
+        if segment.flags & (FIN | RST) and flow.state is not FlowState.CLOSED:
+            self._close_flags(flow, direction, segment.flags, timestamp)
+
+    def finish(self) -> list[SensorEvent]:
+        """End of input: report every handshake still open, flush anomaly counts, and return
+        the remaining events."""
+        for flow in self.flows:
+            if flow.state is FlowState.HANDSHAKE:
+                self._drain_gaps(flow)
+                self._end_session(flow, "capture_end")
+        for anomaly in self.anomalies.flush(self.now):
+            self._events.append(self.builder.anomaly(anomaly))
+        return self.drain()
+
+    # -- flow lifecycle ------------------------------------------------------------------
+
+    def _open_flow(self, key: FlowKey, timestamp: float) -> Flow:
+        if self.flows.is_full():
+            victim = self.flows.oldest()
+            self._anomaly(
+                "flow_table_full",
+                f"flow table holds {self.flows.max_flows} flows; evicting the oldest",
+                timestamp,
+            )
+            self._forget(victim, "evicted")
+            self.flows.evicted += 1
+        flow = Flow(key, timestamp)
+        self.flows.add(flow)
+        return flow
+
+    def _forget(self, flow: Flow, reason: str) -> None:
+        if flow.state is FlowState.HANDSHAKE:
+            self._end_session(flow, reason)
+        self.flows.remove(flow)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + SWEEP_EVERY
+        for flow in self.flows.idle_since(now, self._timeouts):
+            self._forget(flow, "idle_timeout")
+            self.flows.expired += 1
+
+    def _close_flags(self, flow: Flow, direction: int, flags: int, timestamp: float) -> None:
+        if flags & RST:
+            reason = "rst"
+        else:
+            flow.fins[direction] = True
+            if not all(flow.fins):
+                return
+            reason = "fin"
+        if flow.state is FlowState.HANDSHAKE:
+            self._end_session(flow, reason)
+        flow.drop_parsing_state()
+        flow.state = FlowState.CLOSED
+
+    # -- finding TLS -----------------------------------------------------------------------
+
+    def _detect(self, flow: Flow, direction: int, segment: TcpSegment, timestamp: float) -> None:
+        if segment.flags & SYN:
+            flow.next_seq[direction] = (segment.seq + 1) & SEQ_MASK
+            if flow.client_direction is None:
+                flow.client_direction = direction if not segment.flags & ACK else 1 - direction
+        payload = segment.payload
+        if not payload:
+            return
+        seq, expected = segment.seq, flow.next_seq[direction]
+        end = (seq + len(payload)) & SEQ_MASK
+        if expected is not None:
+            if seq_after(seq, expected):
+                self._keep_early(flow, direction, seq, payload)
+                return
+            if not seq_after(end, expected):
+                return  # a retransmission of bytes already looked at
+        prefix = flow.prefix[direction]
+        if prefix and segment.seq == (flow.prefix_start[direction] + len(prefix)) & SEQ_MASK:
+            prefix += payload
+        else:
+            prefix = payload
+            flow.prefix_start[direction] = segment.seq
+        flow.next_seq[direction] = end
+        if len(prefix) < HELLO_PREFIX:
+            flow.prefix[direction] = prefix
+            return
+        flow.prefix[direction] = b""
+        role = hello_role(prefix)
+        if role is not None:
+            self._start_session(flow, direction, role, flow.prefix_start[direction], prefix,
+                                timestamp)
+            return
+        flow.detect_segments += 1
+        if flow.detect_segments >= self.config.detect_segments:
+            flow.state = FlowState.COUNTING
+            self.stats.not_tls_flows += 1
+
+    def _start_session(
+        self, flow: Flow, direction: int, role: Side, start_seq: int, data: bytes,
+        timestamp: float,
+    ) -> None:
+        """Start following a handshake whose first bytes, ``data``, begin at ``start_seq``."""
+        flow.client_direction = direction if role is Side.CLIENT else 1 - direction
+        bound = self.config.max_buffered_per_direction
+        flow.reassemblers = [StreamReassembler(max_buffered=bound) for _ in range(2)]
+        flow.reassemblers[direction].set_initial_sequence((start_seq - 1) & SEQ_MASK)
+        other = 1 - direction
+        other_start = flow.prefix_start[other] if flow.prefix[other] else flow.next_seq[other]
+        if other_start is not None:
+            flow.reassemblers[other].set_initial_sequence((other_start - 1) & SEQ_MASK)
+        flow.session = TlsSession()
+        flow.session_start = timestamp
+        flow.state = FlowState.HANDSHAKE
+        flow.is_tls = True
+        self.stats.tls_flows += 1
+        self._add_payload(flow, direction, start_seq, data, timestamp)
+        if flow.prefix[other]:
+            self._add_payload(flow, other, flow.prefix_start[other], flow.prefix[other],
+                              timestamp)
+        for early_direction, early_seq, early_payload in flow.early or ():
+            self._add_payload(flow, early_direction, early_seq, early_payload, timestamp)
+        flow.prefix = [b"", b""]
+        flow.early = None
+
+    @staticmethod
+    def _keep_early(flow: Flow, direction: int, seq: int, payload: bytes) -> None:
+        if flow.early is None:
+            flow.early = []
+        if len(flow.early) < EARLY_SEGMENTS:
+            flow.early.append((direction, seq, payload))
+
+    # -- the handshake -----------------------------------------------------------------------
+
+    def _handshake_segment(
+        self, flow: Flow, direction: int, segment: TcpSegment, timestamp: float
+    ) -> None:
+        if segment.payload:
+            self._add_payload(flow, direction, segment.seq, segment.payload, timestamp)
+
+    def _add_payload(
+        self, flow: Flow, direction: int, seq: int, payload: bytes, timestamp: float
+    ) -> None:
+        if flow.reassemblers is None:
+            return
+        try:
+            data = flow.reassemblers[direction].add(seq, payload)
+        except ParseError as error:
+            self._session_failed(flow, error, timestamp)
+            return
+        self._feed(flow, direction, data, timestamp)
+
+    def _feed(self, flow: Flow, direction: int, data: bytes, timestamp: float) -> None:
+        session = flow.session
+        if session is None or not data:
+            return
+        try:
+            session.feed(flow.side(direction), data, timestamp)
+        except ParseError as error:
+            self._anomaly(error.kind, str(error), timestamp, flow)
+        if session.done:
+            self._emit(flow)
+
+    def _session_failed(self, flow: Flow, error: ParseError, timestamp: float) -> None:
+        self._anomaly(error.kind, str(error), timestamp, flow)
+        if flow.session is not None:
+            flow.session.record.parse_error = str(error)
+        self._end_session(flow, "parse_error")
+
+    def _drain_gaps(self, flow: Flow) -> None:
+        """At the end of the capture, give up on holes (capture loss) and parse what follows
+        them: a handshake after a lost segment is often still readable."""
+        if flow.reassemblers is None:
+            return
+        for direction, reassembler in enumerate(flow.reassemblers):
+            while flow.session is not None and reassembler.buffered:
+                data = reassembler.skip_gap()
+                self._anomaly("tcp_gap", "segment missing from the capture", self.now, flow)
+                self._feed(flow, direction, data, self.now)
+
+    def _end_session(self, flow: Flow, reason: str) -> None:
+        if flow.session is not None:
+            flow.session.close(reason)
+            self._emit(flow)
+
+    def _emit(self, flow: Flow) -> None:
+        session = flow.session
+        assert session is not None
+        flow.drop_parsing_state()
+        if not session.has_hello:
+            return
+        record = session.record
+        events = self.builder.handshake(flow, record)
+        self.stats.handshakes[events.version_label] += 1
+        self.stats.established += record.established
+        self.stats.certificates += len(events.certificates)
+        self._events.append(events.handshake)
+        self._events.extend(events.certificates)
+
+    def _anomaly(
+        self, kind: str, detail: str, timestamp: float, flow: Flow | None = None
+    ) -> None:
+        report: Anomaly | None = self.anomalies.record(
+            kind, detail, timestamp, flow.client_server() if flow is not None else None
+        )
+        if report is not None:
+            self._events.append(self.builder.anomaly(report))

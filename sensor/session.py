@@ -1,0 +1,218 @@
+"""One TLS session's handshake, followed message by message in both directions.
+
+The session is sans-IO: the flow layer hands it reassembled bytes per direction with their
+capture time, and it tells the flow when the handshake is over (established, failed or
+cut short). It judges nothing; it records what was said and by whom.
+
+When is a handshake over? (RFC 5246 7.3, RFC 8446 2)
+- TLS <= 1.2: both sides have sent ChangeCipherSpec and then an encrypted record (their
+  Finished). Resumption is visible: the server sends its ChangeCipherSpec right after the
+  ServerHello, with no Certificate.
+- TLS 1.3: everything after the ServerHello is encrypted, so the last visible sign of a
+  completed handshake is the client's first encrypted record after the server has sent its
+  encrypted flight (the client Finished).
+- A fatal alert, a parse error, or the end of the flow ends it unestablished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from sensor.errors import ParseError
+from sensor.tls import messages as m
+from sensor.tls.handshake import (
+    parse_certificate,
+    parse_client_hello,
+    parse_server_hello,
+    parse_server_key_exchange,
+    parse_sslv2_server_hello,
+)
+from sensor.tls.records import SSLV2_RECORD, SSLV2_SERVER_HELLO, TlsRecordParser
+from sensor.tls.registry import cipher_suite
+
+TLS13 = 0x0304
+FATAL = 2
+
+
+class Side(Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+def is_tls13(version: int) -> bool:
+    """TLS 1.3 and its drafts (0x7fXX, RFC 8446 predecessors) encrypt after the ServerHello."""
+    return version == TLS13 or (version >> 8) == 0x7F
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """Everything seen of one handshake; frozen into an event by ``sensor.build``."""
+
+    client_hello: m.ClientHello | None = None
+    server_hello: m.ServerHello | None = None
+    hello_retry_request: bool = False
+    server_certificates: tuple[bytes, ...] = ()
+    client_certificates: tuple[bytes, ...] = ()
+    server_key_exchange: m.ServerKeyExchange | None = None
+    alerts: list[tuple[Side, m.AlertMessage]] = field(default_factory=list)
+    client_hello_time: float | None = None
+    server_hello_time: float | None = None
+    last_handshake_time: float | None = None
+    established: bool = False
+    resumed: bool = False
+    ended_by: str | None = None
+    parse_error: str | None = None
+    record_versions: set[int] = field(default_factory=set)
+
+
+class TlsSession:
+    """Feeds both directions' bytes through record parsers and tracks the handshake."""
+
+    __slots__ = ("_ccs", "_encrypted_records", "_parsers", "done", "record")
+
+    def __init__(self) -> None:
+        self.record = SessionRecord()
+        self.done = False
+        self._parsers = {Side.CLIENT: TlsRecordParser(), Side.SERVER: TlsRecordParser()}
+        self._ccs: set[Side] = set()
+        self._encrypted_records = {Side.CLIENT: 0, Side.SERVER: 0}
+
+    def feed(self, side: Side, data: bytes, timestamp: float) -> None:
+        """Parse ``data`` sent by ``side``. A parse error ends the session (``done``) and is
+        re-raised for the caller to count; nothing else escapes."""
+        if self.done or not data:
+            return
+        parser = self._parsers[side]
+        try:
+            items = parser.feed(data)
+            for item in items:
+                self._on_item(side, item, timestamp)
+                if self.done:
+                    break
+        except ParseError as error:
+            self.record.parse_error = f"{side.value}: {error}"
+            self._finish("parse_error")
+            raise
+        finally:
+            self.record.record_versions |= parser.record_versions
+
+    def close(self, reason: str) -> None:
+        """The flow ended (FIN, RST, idle timeout, eviction, end of capture) before the
+        handshake completed."""
+        if not self.done:
+            self._finish(reason)
+
+    @property
+    def has_hello(self) -> bool:
+        return self.record.client_hello is not None or self.record.server_hello is not None
+
+    def _finish(self, reason: str) -> None:
+        self.done = True
+        self.record.ended_by = reason
+
+    def _on_item(self, side: Side, item: m.TlsItem, timestamp: float) -> None:
+        if isinstance(item, m.HandshakeMessage):
+            self._on_handshake(side, item, timestamp)
+        elif isinstance(item, m.SSLv2ClientHello):
+            self._on_client_hello(item.client_hello, timestamp)
+        elif isinstance(item, m.ChangeCipherSpecMessage):
+            self._ccs.add(side)
+            sh = self.record.server_hello
+            if (side is Side.SERVER and sh is not None and not is_tls13(sh.selected_version)
+                    and not self.record.server_certificates):
+                # RFC 5246 7.3 abbreviated handshake: the server's CCS follows its
+                # ServerHello directly when it resumes a session. (TLS 1.3's CCS is only
+                # middlebox camouflage, RFC 8446 D.4.)
+                self.record.resumed = True
+        elif isinstance(item, m.AlertMessage):
+            self.record.alerts.append((side, item))
+            if item.level == FATAL:
+                self._finish("alert")
+        elif isinstance(item, m.EncryptedRecord):
+            self._on_encrypted(side, item, timestamp)
+
+    def _on_encrypted(self, side: Side, item: m.EncryptedRecord, timestamp: float) -> None:
+        self._encrypted_records[side] += 1
+        sh = self.record.server_hello
+        if sh is None:
+            return
+        if item.content_type == SSLV2_RECORD:
+            # SSLv2 (RFC 6101 E, the SSLv2 draft): after the SERVER-HELLO both sides' next
+            # records (CLIENT-MASTER-KEY, then encrypted FINISHED) complete the handshake.
+            if all(self._encrypted_records.values()):
+                self._established(timestamp)
+        elif is_tls13(sh.selected_version):
+            # The client's first encrypted record after the server's flight is its Finished
+            # (a middlebox-compatibility CCS is not a record the parser reports as encrypted).
+            if side is Side.CLIENT and self._encrypted_records[Side.SERVER] > 0:
+                self._established(timestamp)
+        elif self._ccs == {Side.CLIENT, Side.SERVER} and all(self._encrypted_records.values()):
+            self._established(timestamp)
+        else:
+            self.record.last_handshake_time = timestamp
+
+    def _established(self, timestamp: float) -> None:
+        self.record.established = True
+        self.record.last_handshake_time = timestamp
+        self._finish("established")
+
+    def _on_handshake(self, side: Side, msg: m.HandshakeMessage, timestamp: float) -> None:
+        self.record.last_handshake_time = timestamp
+        if msg.msg_type == m.CLIENT_HELLO and side is Side.CLIENT:
+            self._on_client_hello(parse_client_hello(msg.body), timestamp)
+        elif msg.msg_type == m.SERVER_HELLO and side is Side.SERVER:
+            self._on_server_hello(parse_server_hello(msg.body), timestamp)
+        elif msg.msg_type == SSLV2_SERVER_HELLO and side is Side.SERVER:
+            hello, certificates = parse_sslv2_server_hello(msg.body)
+            self._on_server_hello(hello, timestamp)
+            self.record.server_certificates = certificates.certificates
+        elif msg.msg_type == m.CERTIFICATE:
+            self._on_certificate(side, msg.body)
+        elif msg.msg_type == m.SERVER_KEY_EXCHANGE and side is Side.SERVER:
+            sh = self.record.server_hello
+            if sh is not None:
+                kex = cipher_suite(sh.cipher_suite).kx
+                self.record.server_key_exchange = parse_server_key_exchange(
+                    msg.body, key_exchange=kex
+                )
+
+    def _on_client_hello(self, hello: m.ClientHello, timestamp: float) -> None:
+        # After a HelloRetryRequest the client sends a second ClientHello; the first one is
+        # what the client offered unprompted and what JA3/JA4 describe, so it is kept.
+        if self.record.client_hello is None:
+            self.record.client_hello = hello
+            self.record.client_hello_time = timestamp
+
+    def _on_server_hello(self, hello: m.ServerHello, timestamp: float) -> None:
+        if hello.is_hello_retry_request:
+            # RFC 8446 4.1.4: the server asks for another key share; the real ServerHello
+            # follows in clear, after a dummy ChangeCipherSpec that must not be taken for
+            # the start of encryption.
+            self.record.hello_retry_request = True
+            for parser in self._parsers.values():
+                parser.set_tls13()
+            return
+        self.record.server_hello = hello
+        self.record.server_hello_time = timestamp
+        ch = self.record.client_hello
+        if ch is not None and ch.session_id and ch.session_id == hello.session_id:
+            # Session-id resumption (RFC 5246 7.4.1.3); TLS 1.3 echoes the id for
+            # middlebox compatibility (RFC 8446 4.1.3), so it means nothing there.
+            self.record.resumed = not is_tls13(hello.selected_version)
+        if is_tls13(hello.selected_version):
+            if any(ext.type == 0x0029 for ext in hello.extensions):
+                self.record.resumed = True  # pre_shared_key accepted (RFC 8446 4.2.11)
+            # Everything after this is encrypted in records of outer type
+            # application_data (RFC 8446 5.2); a ChangeCipherSpec is only camouflage (D.4).
+            for parser in self._parsers.values():
+                parser.set_tls13()
+
+    def _on_certificate(self, side: Side, body: bytes) -> None:
+        sh = self.record.server_hello
+        tls13 = sh is not None and is_tls13(sh.selected_version)
+        chain = parse_certificate(body, tls13=tls13).certificates
+        if side is Side.SERVER:
+            self.record.server_certificates = chain
+        else:
+            self.record.client_certificates = chain

@@ -1,0 +1,375 @@
+"""Parsers for the bodies of TLS handshake messages (sans-IO).
+
+Each function takes one complete message body, as the record layer
+(:class:`sensor.tls.records.TlsRecordParser`) reassembles it, and returns a frozen record
+from :mod:`sensor.tls.messages`. The body is complete by construction, so there is no
+"need more bytes" case here: anything that does not fit its declared lengths (truncated
+vector, length mismatch, trailing garbage) raises :class:`~sensor.errors.HandshakeError`
+with a message naming the field.
+
+Wire formats: RFC 8446 section 4 (TLS 1.3), RFC 5246 section 7.4 (TLS 1.2 and earlier),
+RFC 6066 (server_name), RFC 7301 (ALPN), RFC 8422 (EC), RFC 6101 appendix E (SSLv2 hellos).
+"""
+
+from __future__ import annotations
+
+from sensor.errors import HandshakeError
+from sensor.tls.messages import (
+    CertificateMessage,
+    ClientHello,
+    Extension,
+    ServerHello,
+    ServerKeyExchange,
+)
+
+# RFC 8446 4.1.3: a ServerHello whose random is SHA-256("HelloRetryRequest") is an HRR.
+HELLO_RETRY_REQUEST_RANDOM = bytes.fromhex(
+    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
+)
+
+EXT_SERVER_NAME = 0
+EXT_SUPPORTED_GROUPS = 10
+EXT_EC_POINT_FORMATS = 11
+EXT_SIGNATURE_ALGORITHMS = 13
+EXT_ALPN = 16
+EXT_SUPPORTED_VERSIONS = 43
+
+# RFC 8422 5.4 ECCurveType, and the Supported Groups code points standing for explicit
+# curves (RFC 8422 5.1.1), used as ``named_group`` when a server sends explicit parameters.
+_CURVE_EXPLICIT_PRIME, _CURVE_EXPLICIT_CHAR2, _CURVE_NAMED = 1, 2, 3
+_GROUP_EXPLICIT_PRIME, _GROUP_EXPLICIT_CHAR2 = 0xFF01, 0xFF02
+
+
+class _Reader:
+    """A cursor over one message body; every read checks the bound and names the field."""
+
+    __slots__ = ("data", "end", "pos", "what")
+
+    def __init__(self, data: bytes, what: str, pos: int = 0, end: int | None = None) -> None:
+        self.data = data
+        self.pos = pos
+        self.end = len(data) if end is None else end
+        self.what = what
+
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    def _take(self, n: int, field: str) -> int:
+        start = self.pos
+        if n > self.end - start:
+            raise HandshakeError(
+                f"{self.what}: truncated {field} (needs {n} bytes, {self.end - start} left)"
+            )
+        self.pos = start + n
+        return start
+
+    def uint(self, size: int, field: str) -> int:
+        start = self._take(size, field)
+        return int.from_bytes(self.data[start : start + size], "big")
+
+    def raw(self, n: int, field: str) -> bytes:
+        start = self._take(n, field)
+        return self.data[start : start + n]
+
+    def vector(self, len_size: int, field: str, minimum: int = 0, maximum: int = 2**24) -> bytes:
+        """An opaque vector with a ``len_size``-byte length prefix (RFC 8446 3.4)."""
+        n = self.uint(len_size, f"{field} length")
+        if not minimum <= n <= maximum:
+            raise HandshakeError(f"{self.what}: {field} length {n} not in [{minimum}, {maximum}]")
+        return self.raw(n, field)
+
+    def sub(self, len_size: int, field: str) -> _Reader:
+        """A reader over a length-prefixed vector, advancing past it."""
+        n = self.uint(len_size, f"{field} length")
+        start = self._take(n, field)
+        return _Reader(self.data, f"{self.what} {field}", start, start + n)
+
+    def done(self, field: str) -> None:
+        if self.pos != self.end:
+            raise HandshakeError(
+                f"{self.what}: {self.end - self.pos} bytes of trailing data after {field}"
+            )
+
+
+def _u16_list(data: bytes, what: str) -> tuple[int, ...]:
+    if len(data) % 2:
+        raise HandshakeError(f"{what}: odd length {len(data)} for a list of 16-bit values")
+    return tuple(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+
+
+def _extensions(r: _Reader) -> tuple[Extension, ...]:
+    """The optional extensions block at the end of a hello (RFC 5246 7.4.1.2: it may be
+    absent altogether in SSLv3/TLS 1.0 hellos)."""
+    if r.remaining() == 0:
+        return ()
+    block = r.sub(2, "extensions")
+    r.done("extensions")
+    out: list[Extension] = []
+    while block.remaining():
+        ext_type = block.uint(2, "extension type")
+        out.append(Extension(ext_type, block.vector(2, f"extension 0x{ext_type:04x}")))
+    return tuple(out)
+
+
+def _first(extensions: tuple[Extension, ...], ext_type: int) -> bytes | None:
+    # RFC 8446 4.2 forbids duplicates; a passive sensor reads the first one and leaves
+    # the duplicate visible in ``extensions`` for fingerprints and anomaly detectors.
+    for ext in extensions:
+        if ext.type == ext_type:
+            return ext.data
+    return None
+
+
+def _server_name(data: bytes) -> str | None:
+    """RFC 6066 3: ServerNameList; the first host_name (type 0) entry, or None."""
+    if not data:
+        return None
+    r = _Reader(data, "server_name")
+    names = r.sub(2, "server_name_list")
+    r.done("server_name_list")
+    host: str | None = None
+    while names.remaining():
+        name_type = names.uint(1, "name_type")
+        name = names.vector(2, "host_name", minimum=1, maximum=0xFFFF)
+        if name_type == 0 and host is None:
+            host = name.decode("ascii", errors="backslashreplace")
+    return host
+
+
+def _alpn_list(data: bytes, what: str) -> tuple[bytes, ...]:
+    """RFC 7301 3.1: ProtocolNameList, each name 1..255 bytes."""
+    r = _Reader(data, what)
+    names = r.sub(2, "protocol_name_list")
+    r.done("protocol_name_list")
+    out: list[bytes] = []
+    while names.remaining():
+        out.append(names.vector(1, "protocol name", minimum=1, maximum=255))
+    return tuple(out)
+
+
+def _u16_vector(data: bytes, len_size: int, what: str) -> tuple[int, ...]:
+    r = _Reader(data, what)
+    body = r.vector(len_size, "list")
+    r.done("list")
+    return _u16_list(body, what)
+
+
+def parse_client_hello(body: bytes) -> ClientHello:
+    """Parse a ClientHello body (RFC 8446 4.1.2, RFC 5246 7.4.1.2).
+
+    Returns a :class:`ClientHello` with the raw fields and the decoded server_name,
+    ALPN, supported_versions, supported_groups, ec_point_formats and signature_algorithms
+    extensions. Raises :class:`HandshakeError` naming the field that does not fit.
+    """
+    r = _Reader(body, "ClientHello")
+    legacy_version = r.uint(2, "legacy_version")
+    random = r.raw(32, "random")
+    session_id = r.vector(1, "legacy_session_id", maximum=32)
+    suites = _u16_list(r.vector(2, "cipher_suites", minimum=2, maximum=0xFFFE), "cipher_suites")
+    compression = tuple(r.vector(1, "legacy_compression_methods", minimum=1, maximum=255))
+    extensions = _extensions(r)
+    sni = _first(extensions, EXT_SERVER_NAME)
+    alpn = _first(extensions, EXT_ALPN)
+    versions = _first(extensions, EXT_SUPPORTED_VERSIONS)
+    groups = _first(extensions, EXT_SUPPORTED_GROUPS)
+    formats = _first(extensions, EXT_EC_POINT_FORMATS)
+    sigalgs = _first(extensions, EXT_SIGNATURE_ALGORITHMS)
+    return ClientHello(
+        legacy_version=legacy_version,
+        random=random,
+        session_id=session_id,
+        cipher_suites=suites,
+        compression_methods=compression,
+        extensions=extensions,
+        server_name=_server_name(sni) if sni is not None else None,
+        alpn=_alpn_list(alpn, "ALPN") if alpn is not None else (),
+        supported_versions=(
+            _u16_vector(versions, 1, "supported_versions") if versions is not None else ()
+        ),
+        supported_groups=(_u16_vector(groups, 2, "supported_groups") if groups is not None else ()),
+        ec_point_formats=_ec_point_formats(formats) if formats is not None else (),
+        signature_algorithms=(
+            _u16_vector(sigalgs, 2, "signature_algorithms") if sigalgs is not None else ()
+        ),
+    )
+
+
+def _ec_point_formats(data: bytes) -> tuple[int, ...]:
+    r = _Reader(data, "ec_point_formats")
+    formats = tuple(r.vector(1, "ec_point_format_list"))
+    r.done("ec_point_format_list")
+    return formats
+
+
+def parse_server_hello(body: bytes) -> ServerHello:
+    """Parse a ServerHello or HelloRetryRequest body (RFC 8446 4.1.3, RFC 5246 7.4.1.3).
+
+    ``is_hello_retry_request`` is set when the random is the RFC 8446 4.1.3 magic value;
+    ``selected_version`` comes from supported_versions when present; ``alpn`` is the one
+    protocol the server selected. Raises :class:`HandshakeError` on malformed input.
+    """
+    r = _Reader(body, "ServerHello")
+    legacy_version = r.uint(2, "legacy_version")
+    random = r.raw(32, "random")
+    session_id = r.vector(1, "legacy_session_id", maximum=32)
+    cipher_suite = r.uint(2, "cipher_suite")
+    compression = r.uint(1, "legacy_compression_method")
+    extensions = _extensions(r)
+    selected = legacy_version
+    versions = _first(extensions, EXT_SUPPORTED_VERSIONS)
+    if versions is not None:
+        if len(versions) != 2:
+            raise HandshakeError(
+                f"ServerHello: supported_versions is {len(versions)} bytes, expected 2"
+            )
+        selected = int.from_bytes(versions, "big")
+    alpn: bytes | None = None
+    alpn_ext = _first(extensions, EXT_ALPN)
+    if alpn_ext is not None:
+        names = _alpn_list(alpn_ext, "ServerHello ALPN")
+        if len(names) != 1:  # RFC 7301 3.1: exactly one protocol name
+            raise HandshakeError(f"ServerHello: ALPN carries {len(names)} names, expected 1")
+        alpn = names[0]
+    return ServerHello(
+        legacy_version=legacy_version,
+        random=random,
+        session_id=session_id,
+        cipher_suite=cipher_suite,
+        compression_method=compression,
+        extensions=extensions,
+        selected_version=selected,
+        alpn=alpn,
+        is_hello_retry_request=random == HELLO_RETRY_REQUEST_RANDOM,
+    )
+
+
+def parse_certificate(body: bytes, *, tls13: bool) -> CertificateMessage:
+    """Parse a Certificate body: RFC 5246 7.4.2 or, with ``tls13``, RFC 8446 4.4.2
+    (request context, then entries each with their own extensions, which are skipped).
+
+    Returns the certificates as DER bytes, leaf first, undecoded (X.509 parsing belongs
+    to the certificate module). Raises :class:`HandshakeError` on malformed input.
+    """
+    r = _Reader(body, "Certificate")
+    if tls13:
+        r.vector(1, "certificate_request_context", maximum=255)
+    certs = r.sub(3, "certificate_list")
+    r.done("certificate_list")
+    out: list[bytes] = []
+    while certs.remaining():
+        out.append(certs.vector(3, "cert_data", minimum=1, maximum=2**24 - 1))
+        if tls13:
+            certs.vector(2, "CertificateEntry extensions")
+    return CertificateMessage(tuple(out))
+
+
+def parse_server_key_exchange(body: bytes, *, key_exchange: str) -> ServerKeyExchange:
+    """Read the ephemeral key parameters of a ServerKeyExchange body.
+
+    ``key_exchange`` is the negotiated suite's ``kx`` from :mod:`sensor.tls.registry`:
+    ``DHE``/``DHE_PSK`` give ``dh_prime_bits`` (RFC 5246 7.4.3 ServerDHParams; RFC 4279 2
+    puts a psk_identity_hint first), ``ECDHE``/``ECDHE_PSK`` give ``named_group`` (RFC 8422
+    5.4; explicit curves give 0xff01/0xff02, RFC 5489 2 for the hint). Any other exchange
+    returns an empty record. The signature that follows is not read, since its presence
+    and form depend on the version and the suite. Raises :class:`HandshakeError` when the
+    parameters do not fit in the body.
+    """
+    r = _Reader(body, f"ServerKeyExchange ({key_exchange})")
+    if key_exchange in ("DHE_PSK", "ECDHE_PSK"):
+        r.vector(2, "psk_identity_hint")
+    if key_exchange in ("DHE", "DHE_PSK"):
+        p = r.vector(2, "dh_p", minimum=1, maximum=0xFFFF)
+        r.vector(2, "dh_g", minimum=1, maximum=0xFFFF)
+        r.vector(2, "dh_Ys", minimum=1, maximum=0xFFFF)
+        return ServerKeyExchange(dh_prime_bits=int.from_bytes(p, "big").bit_length())
+    if key_exchange in ("ECDHE", "ECDHE_PSK"):
+        curve_type = r.uint(1, "curve_type")
+        if curve_type == _CURVE_NAMED:
+            named_group = r.uint(2, "named_curve")
+            r.vector(1, "public ECPoint", minimum=1, maximum=255)
+            return ServerKeyExchange(named_group=named_group)
+        if curve_type == _CURVE_EXPLICIT_PRIME:
+            return ServerKeyExchange(named_group=_GROUP_EXPLICIT_PRIME)
+        if curve_type == _CURVE_EXPLICIT_CHAR2:
+            return ServerKeyExchange(named_group=_GROUP_EXPLICIT_CHAR2)
+        raise HandshakeError(f"ServerKeyExchange: unknown ECCurveType {curve_type}")
+    return ServerKeyExchange()
+
+
+# --------------------------------------------------------------------------------------
+# SSLv2-format hellos (RFC 6101 appendix E, and the SSL 2.0 draft it refers to). The
+# bodies below start after the one-byte message type.
+
+
+def parse_sslv2_client_hello(body: bytes) -> ClientHello:
+    """Parse an SSLv2 CLIENT-HELLO body (after msg_type 1): version, cipher_specs_length,
+    session_id_length, challenge_length, then the three vectors.
+
+    Cipher specs are kept as 24-bit ints (``0x00XXYY`` is TLS suite ``0xXXYY``, RFC 5246
+    E.2); ``random`` is the challenge as sent (16..32 bytes); there is no compression and
+    no extension. Raises :class:`HandshakeError` on malformed input.
+    """
+    r = _Reader(body, "SSLv2 ClientHello")
+    version = r.uint(2, "version")
+    specs_len = r.uint(2, "cipher_specs_length")
+    session_len = r.uint(2, "session_id_length")
+    challenge_len = r.uint(2, "challenge_length")
+    if specs_len == 0 or specs_len % 3:
+        raise HandshakeError(f"SSLv2 ClientHello: cipher_specs_length {specs_len} not 3*n > 0")
+    if session_len not in (0, 16) or not 16 <= challenge_len <= 32:
+        raise HandshakeError(
+            f"SSLv2 ClientHello: session_id_length {session_len} / challenge_length "
+            f"{challenge_len} out of range (0 or 16 / 16..32)"
+        )
+    specs = r.raw(specs_len, "cipher_specs")
+    session_id = r.raw(session_len, "session_id")
+    challenge = r.raw(challenge_len, "challenge")
+    r.done("challenge")
+    return ClientHello(
+        legacy_version=version,
+        random=challenge,
+        session_id=session_id,
+        cipher_suites=tuple(
+            int.from_bytes(specs[i : i + 3], "big") for i in range(0, specs_len, 3)
+        ),
+        compression_methods=(),
+        extensions=(),
+        sslv2_format=True,
+    )
+
+
+def parse_sslv2_server_hello(body: bytes) -> tuple[ServerHello, CertificateMessage]:
+    """Parse an SSLv2 SERVER-HELLO body (after msg_type 4): session_id_hit,
+    certificate_type, version, certificate_length, cipher_specs_length,
+    connection_id_length, then certificate, cipher specs, connection id.
+
+    SSLv2 has the client choose the cipher later (CLIENT-MASTER-KEY, not parsed), so
+    ``cipher_suite`` is the first spec the server lists, as a 24-bit int. ``random`` is
+    the connection id. The certificate (type 1, X.509) is returned as a one-element chain,
+    or an empty one on a session-id hit. Raises :class:`HandshakeError` on malformed input.
+    """
+    r = _Reader(body, "SSLv2 ServerHello")
+    r.uint(1, "session_id_hit")
+    cert_type = r.uint(1, "certificate_type")
+    version = r.uint(2, "version")
+    cert_len = r.uint(2, "certificate_length")
+    specs_len = r.uint(2, "cipher_specs_length")
+    conn_len = r.uint(2, "connection_id_length")
+    if specs_len % 3:
+        raise HandshakeError(f"SSLv2 ServerHello: cipher_specs_length {specs_len} not 3*n")
+    cert = r.raw(cert_len, "certificate")
+    specs = r.raw(specs_len, "cipher_specs")
+    connection_id = r.raw(conn_len, "connection_id")
+    r.done("connection_id")
+    hello = ServerHello(
+        legacy_version=version,
+        random=connection_id,
+        session_id=b"",
+        cipher_suite=int.from_bytes(specs[:3], "big"),
+        compression_method=0,
+        extensions=(),
+        selected_version=version,
+        sslv2_format=True,
+    )
+    certs = (cert,) if cert and cert_type == 1 else ()
+    return hello, CertificateMessage(certs)

@@ -1,0 +1,288 @@
+"""The TLS record layer, sans-IO: one :class:`TlsRecordParser` per direction of a flow.
+
+Bytes of one direction go in, in order and in any chunking; :data:`TlsItem` records come
+out in stream order. The parser reassembles handshake messages across records and splits
+records holding several messages (RFC 8446 5.1, RFC 5246 6.2.1), and never reads what is
+encrypted: once a direction is protected, records only yield their type and length.
+
+Bounds: the parser holds at most one partial record (``max_record_length`` plus its
+header) and one partial handshake message (``max_handshake_length`` plus its header) per
+direction. A declared length beyond either bound raises instead of buffering.
+
+SSLv2 (RFC 6101 appendix E, SSL 2.0 draft): an SSLv2-format record at the start of a
+stream is accepted when it is a hello. A CLIENT-HELLO yields :class:`SSLv2ClientHello`.
+A SERVER-HELLO yields a :class:`HandshakeMessage` with the pseudo type
+:data:`SSLV2_SERVER_HELLO` (outside the 8-bit TLS range so it cannot be mistaken for a
+TLS message) whose body is the SERVER-HELLO after its type byte; parse it with
+:func:`sensor.tls.handshake.parse_sslv2_server_hello`. Later SSLv2 records of that
+direction (CLIENT-MASTER-KEY, encrypted records, ERROR) yield
+``EncryptedRecord(SSLV2_RECORD, length)``; they are not read.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sensor.errors import HandshakeError, ParseError, TlsRecordError
+from sensor.tls.handshake import parse_sslv2_client_hello
+from sensor.tls.messages import (
+    ALERT,
+    APPLICATION_DATA,
+    CHANGE_CIPHER_SPEC,
+    HANDSHAKE,
+    HEARTBEAT,
+    AlertMessage,
+    ChangeCipherSpecMessage,
+    EncryptedRecord,
+    HandshakeMessage,
+    SSLv2ClientHello,
+    TlsItem,
+)
+
+SSLV2_SERVER_HELLO: Final = 0x0204
+"""Pseudo ``msg_type`` of the HandshakeMessage carrying an SSLv2 SERVER-HELLO body."""
+
+SSLV2_RECORD: Final = 0x80
+"""Pseudo ``content_type`` of the EncryptedRecord yielded for SSLv2 records after a hello."""
+
+DEFAULT_MAX_RECORD_LENGTH: Final = 16384 + 2048  # RFC 5246 6.2.3: TLSCiphertext bound
+DEFAULT_MAX_HANDSHAKE_LENGTH: Final = 2**18
+
+_HEADER = 5  # content type, version, length (RFC 8446 5.1)
+_SSL2_CLIENT_HELLO, _SSL2_SERVER_HELLO = 1, 4
+_SSL2_HELLO_VERSIONS: Final = frozenset({0x0002, 0x0300, 0x0301, 0x0302, 0x0303, 0x0304})
+_CONTENT_TYPES: Final = frozenset(
+    {CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA, HEARTBEAT}
+)
+_CCS: Final = ChangeCipherSpecMessage()
+_ENCRYPTED_ALERT: Final = AlertMessage(None, None, encrypted=True)
+
+
+def looks_like_tls_start(data: bytes) -> bool:
+    """Cheap content test on the first bytes of one direction: True when they start with
+    a TLS handshake record header (type 22, major 3, minor 0..4, length 4..18432) carrying
+    a ClientHello or ServerHello, or with an SSLv2-format CLIENT-HELLO / SERVER-HELLO.
+    Needs at least 6 bytes (7 for an SSLv2 SERVER-HELLO); fewer give False. Used to find
+    TLS on any port and after STARTTLS; it never raises.
+    """
+    if len(data) < 6:
+        return False
+    b0 = data[0]
+    if b0 == HANDSHAKE:
+        length = (data[3] << 8) | data[4]
+        return (
+            data[1] == 3
+            and data[2] <= 4
+            and 4 <= length <= DEFAULT_MAX_RECORD_LENGTH
+            and data[5] in (1, 2)
+        )
+    if b0 & 0x80:
+        length = ((b0 & 0x7F) << 8) | data[1]
+        if data[2] == _SSL2_CLIENT_HELLO:
+            # type, version, three 16-bit lengths, >=1 cipher spec, >=16-byte challenge
+            return ((data[3] << 8) | data[4]) in _SSL2_HELLO_VERSIONS and length >= 28
+        if data[2] == _SSL2_SERVER_HELLO and len(data) >= 7:
+            return data[3] in (0, 1) and ((data[5] << 8) | data[6]) in _SSL2_HELLO_VERSIONS
+    return False
+
+
+class TlsRecordParser:
+    """Record-layer parser for one direction of one connection.
+
+    ``feed(data)`` returns the items completed by ``data`` (possibly none: incomplete
+    input is buffered, the sans-IO "need more bytes"). Invalid input raises
+    :class:`TlsRecordError` (unknown content type, major version other than 3, record
+    longer than ``max_record_length``, not a hello at the start of an SSLv2 stream) or
+    :class:`HandshakeError` (handshake message longer than ``max_handshake_length``, a
+    message interrupted by another record type, a malformed SSLv2 CLIENT-HELLO). After an
+    error the parser is finished: further ``feed`` calls raise the same error.
+
+    Encryption: after a ChangeCipherSpec in this direction (TLS <= 1.2), handshake
+    records yield ``EncryptedRecord`` and alert records ``AlertMessage(None, None,
+    encrypted=True)``. Application data is always an ``EncryptedRecord``; heartbeat
+    records are reported the same way, unread. TLS 1.3 (RFC 8446 5.1) protects
+    everything after the ServerHello inside application_data records, which the parser
+    already never reads, and its ChangeCipherSpec is a dummy (appendix D.4): the session
+    layer should call :meth:`set_tls13` on both directions once a ServerHello or
+    HelloRetryRequest selects TLS 1.3. :meth:`set_encrypted` marks a direction protected
+    from now on, whatever the version.
+
+    Attributes: ``record_versions`` is the set of record-layer versions seen (0x0002 for
+    SSLv2 records); ``encrypted`` is True once this direction is protected.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_error",
+        "_hs",
+        "_max_hs",
+        "_max_record",
+        "_sslv2",
+        "_sslv2_only",
+        "_started",
+        "_tls13",
+        "encrypted",
+        "record_versions",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_record_length: int = DEFAULT_MAX_RECORD_LENGTH,
+        max_handshake_length: int = DEFAULT_MAX_HANDSHAKE_LENGTH,
+    ) -> None:
+        self._max_record = max_record_length
+        self._max_hs = max_handshake_length
+        self._buf = bytearray()
+        self._hs = bytearray()
+        self._started = False
+        self._sslv2 = False  # an SSLv2-format hello was seen in this direction
+        self._sslv2_only = False  # ... and it spoke version 2: every record is SSLv2
+        self._tls13 = False
+        self._error: ParseError | None = None
+        self.record_versions: set[int] = set()
+        self.encrypted = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for the rest of a record or handshake message."""
+        return len(self._buf) + len(self._hs)
+
+    def set_encrypted(self) -> None:
+        """From now on every handshake and alert record of this direction is protected."""
+        self.encrypted = True
+        self._tls13 = False
+
+    def set_tls13(self) -> None:
+        """TLS 1.3 was selected: ChangeCipherSpec no longer protects the direction and any
+        protection it already set is undone (RFC 8446 D.4: a client may send its dummy
+        CCS before a second, plaintext ClientHello), and handshake/alert records stay
+        readable, because protected 1.3 records are always application_data (5.1)."""
+        self._tls13 = True
+        self.encrypted = False
+
+    def feed(self, data: bytes) -> list[TlsItem]:
+        """Add the next bytes of this direction; return the items they complete."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._feed(data)
+        except ParseError as exc:
+            self._error = exc
+            self._buf.clear()
+            self._hs.clear()
+            raise
+
+    def _feed(self, data: bytes) -> list[TlsItem]:
+        buf = self._buf
+        buf += data
+        items: list[TlsItem] = []
+        pos, end = 0, len(buf)
+        try:
+            while end - pos >= 2:
+                b0 = buf[pos]
+                if b0 & 0x80 and (self._sslv2 or not self._started):
+                    used = self._sslv2_record(buf, pos, end, 2, items)
+                elif self._sslv2_only:
+                    used = self._sslv2_record(buf, pos, end, 3, items)
+                else:
+                    used = self._tls_record(buf, pos, end, items)
+                if used == 0:
+                    break
+                pos += used
+                self._started = True
+        finally:
+            del buf[:pos]
+        return items
+
+    def _tls_record(self, buf: bytearray, pos: int, end: int, items: list[TlsItem]) -> int:
+        """Consume one TLS record at ``pos``; return its size, or 0 if incomplete."""
+        if end - pos < _HEADER:
+            return 0
+        content_type = buf[pos]
+        if content_type not in _CONTENT_TYPES:
+            raise TlsRecordError(f"not a TLS record: content type {content_type}")
+        if buf[pos + 1] != 3:
+            raise TlsRecordError(f"not a TLS record: major version {buf[pos + 1]}")
+        length = (buf[pos + 3] << 8) | buf[pos + 4]
+        if length > self._max_record:
+            raise TlsRecordError(f"record length {length} exceeds {self._max_record}")
+        if end - pos < _HEADER + length:
+            return 0
+        self.record_versions.add((buf[pos + 1] << 8) | buf[pos + 2])
+        start = pos + _HEADER
+        if content_type == HANDSHAKE:
+            if self.encrypted:
+                items.append(EncryptedRecord(HANDSHAKE, length))
+            else:
+                self._handshake_fragment(buf[start : start + length], items)
+            return _HEADER + length
+        if self._hs:
+            # RFC 8446 5.1: a fragmented handshake message must not be interleaved.
+            raise HandshakeError(
+                f"handshake message interrupted by a record of content type {content_type}"
+            )
+        if content_type == ALERT:
+            if self.encrypted or length != 2:
+                # A protected alert; outside protection an alert is exactly 2 bytes, so
+                # another length can only be one we did not know was protected.
+                items.append(_ENCRYPTED_ALERT)
+            else:
+                items.append(AlertMessage(buf[start], buf[start + 1]))
+        elif content_type == CHANGE_CIPHER_SPEC:
+            items.append(_CCS)
+            if not self._tls13:
+                self.encrypted = True
+        else:  # application_data, heartbeat
+            items.append(EncryptedRecord(content_type, length))
+        return _HEADER + length
+
+    def _handshake_fragment(self, fragment: bytearray, items: list[TlsItem]) -> None:
+        hs = self._hs
+        hs += fragment
+        pos, end = 0, len(hs)
+        while end - pos >= 4:
+            length = (hs[pos + 1] << 16) | (hs[pos + 2] << 8) | hs[pos + 3]
+            if length > self._max_hs:
+                raise HandshakeError(
+                    f"handshake message type {hs[pos]} length {length} exceeds {self._max_hs}"
+                )
+            if end - pos < 4 + length:
+                break
+            items.append(HandshakeMessage(hs[pos], bytes(hs[pos + 4 : pos + 4 + length])))
+            pos += 4 + length
+        del hs[:pos]
+
+    def _sslv2_record(
+        self, buf: bytearray, pos: int, end: int, header: int, items: list[TlsItem]
+    ) -> int:
+        """Consume one SSLv2 record (2-byte header if the top bit is set, else 3-byte)."""
+        if end - pos < header:
+            return 0
+        mask = 0x7F if header == 2 else 0x3F
+        length = ((buf[pos] & mask) << 8) | buf[pos + 1]
+        if length == 0 or length > self._max_record:
+            raise TlsRecordError(f"SSLv2 record length {length} out of range")
+        if end - pos < header + length:
+            return 0
+        self.record_versions.add(0x0002)
+        start = pos + header
+        body = bytes(buf[start : start + length])
+        if self._sslv2:
+            items.append(EncryptedRecord(SSLV2_RECORD, length))
+        elif body[0] == _SSL2_CLIENT_HELLO:
+            hello = parse_sslv2_client_hello(body[1:])
+            items.append(SSLv2ClientHello(hello))
+            self._enter_sslv2(hello.legacy_version)
+        elif body[0] == _SSL2_SERVER_HELLO and length >= 5:
+            items.append(HandshakeMessage(SSLV2_SERVER_HELLO, body[1:]))
+            self._enter_sslv2((body[3] << 8) | body[4])
+        else:
+            raise TlsRecordError(f"SSLv2 record of message type {body[0]} at stream start")
+        return header + length
+
+    def _enter_sslv2(self, version: int) -> None:
+        self._sslv2 = True
+        # RFC 6101 E.1: a client offering TLS in an SSLv2 hello continues in TLS records;
+        # one that speaks version 2 (or a server that answers in it) stays in SSLv2.
+        self._sslv2_only = version == 0x0002

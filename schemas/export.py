@@ -7,15 +7,17 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.alerts import AlertEvent
 from schemas.events import AnomalyEvent, CertificateEvent, HandshakeEvent
-from schemas.topics import ANOMALY_TOPIC, CERTIFICATE_TOPIC, HANDSHAKE_TOPIC
+from schemas.topics import ALERT_TOPIC, ANOMALY_TOPIC, CERTIFICATE_TOPIC, HANDSHAKE_TOPIC
 
 EXPORTED_MODELS: dict[str, type[BaseModel]] = {
     HANDSHAKE_TOPIC: HandshakeEvent,
     CERTIFICATE_TOPIC: CertificateEvent,
     ANOMALY_TOPIC: AnomalyEvent,
+    ALERT_TOPIC: AlertEvent,
 }
-"""Topic name → the model of its messages. Later topics (alerts, stats) join this table."""
+"""Topic name → the model of its messages."""
 
 
 def export_schemas(directory: Path) -> list[Path]:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
+from certwatch.bus.memory import MemoryBus
+from certwatch.codec import encode
 from certwatch.output import JsonLinesWriter
 from certwatch.progress import Progress
-from certwatch.replay import replay, summary
+from certwatch.replay import ReplayReport, replay, summary
+from certwatch.services import ProcessorService
+from processors.engine import Processor
+from processors.policy import Policy
+from processors.policy_file import PolicyError, load_policy
+from processors.registry import DETECTOR_RULES, DETECTORS
+from schemas.events import SensorEvent
 from schemas.export import export_schemas
+from schemas.topics import key_of, topic_of
 from sensor.config import DEFAULT_MAX_FLOWS, SensorConfig
 from sensor.sensor import Sensor
 
@@ -35,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file, or -")
     rp.add_argument("--events", default="-", metavar="PATH",
                     help="where to write events as JSON lines (default: - for stdout)")
+    rp.add_argument("--alerts", default="-", metavar="PATH",
+                    help="where to write alerts as JSON lines (default: - for stdout)")
+    rp.add_argument("--policy", type=Path, default=None,
+                    help="policy YAML (default: system trust store, every rule on)")
+    rp.add_argument("--no-alerts", action="store_true",
+                    help="run the sensor alone, no detectors")
     rp.add_argument("--sensor-name", default=None, help="observer.name (default: hostname)")
     rp.add_argument("--foxio", action="store_true",
                     help="also compute JA4S and JA4X (FoxIO License 1.1, see README)")
@@ -43,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--max-flows", type=int, default=DEFAULT_MAX_FLOWS,
                     help="flows tracked at once (default: %(default)s)")
     rp.set_defaults(handler=cmd_replay)
+
+    pp = commands.add_parser("policy", help="the policy file")
+    policy_commands = pp.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    pc = policy_commands.add_parser("check", help="validate a policy and explain every problem")
+    pc.add_argument("policy", type=Path)
+    pc.set_defaults(handler=cmd_policy_check)
 
     sp = commands.add_parser("schema", help="the event contract")
     schema_commands = sp.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
@@ -53,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.policy) if args.policy else Policy()
+    except PolicyError as error:
+        for problem in error.problems:
+            print(f"certwatch: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     config = SensorConfig(
         **({"name": args.sensor_name} if args.sensor_name else {}),
         max_flows=args.max_flows,
@@ -60,16 +89,60 @@ def cmd_replay(args: argparse.Namespace) -> int:
         include_chain_der=not args.no_chain_der,
     )
     sensor = Sensor(config)
-    try:
-        writer = JsonLinesWriter(args.events)
-    except OSError as error:
-        print(f"certwatch: cannot write events to {args.events}: {error.strerror}",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
-    with writer:
-        report = replay(args.captures, sensor, writer.write, Progress())
-    print(summary(report, sensor), file=sys.stderr)
+    with ExitStack() as stack:
+        try:
+            events = stack.enter_context(JsonLinesWriter(args.events))
+            alerts = events if args.alerts == args.events else stack.enter_context(
+                JsonLinesWriter(args.alerts))
+        except OSError as error:
+            print(f"certwatch: cannot write to {error.filename}: {error.strerror}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        processor = None if args.no_alerts else Processor(policy, DETECTORS)
+        report = asyncio.run(_run_replay(args.captures, sensor, processor, events, alerts))
+    print(summary(report, sensor, processor.stats if processor else None), file=sys.stderr)
     return EXIT_BAD_INPUT if report.failed else EXIT_OK
+
+
+async def _run_replay(
+    captures: Sequence[str],
+    sensor: Sensor,
+    processor: Processor | None,
+    events: JsonLinesWriter,
+    alerts: JsonLinesWriter,
+) -> ReplayReport:
+    """The whole pipeline in one process: sensor -> in-memory bus -> processors."""
+    if processor is None:
+        async def write_only(event: SensorEvent) -> None:
+            events.write(event)
+        return await replay(captures, sensor, write_only, Progress())
+    bus = MemoryBus()
+    service = ProcessorService(processor, bus, on_alert=alerts.write)
+    consumer = asyncio.create_task(service.run(service.subscribe()))
+
+    async def publish(event: SensorEvent) -> None:
+        events.write(event)
+        await bus.publish(topic_of(event), key_of(event), encode(event))
+
+    try:
+        report = await replay(captures, sensor, publish, Progress())
+    finally:
+        await bus.close()
+        await consumer
+    return report
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    enabled = [rule for rule in sorted(DETECTOR_RULES) if policy.rules.enabled(rule)]
+    print(f"{args.policy}: valid; profile {policy.profile or 'none'}; "
+          f"{len(enabled)} rules enabled; {len(policy.pins)} pins")
+    return EXIT_OK
 
 
 def cmd_schema_export(args: argparse.Namespace) -> int:

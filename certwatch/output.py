@@ -6,18 +6,18 @@ import sys
 from types import TracebackType
 from typing import IO, Self
 
-from schemas.events import SensorEvent
+from pydantic import BaseModel
 
 
 class JsonLinesWriter:
-    """Writes each event as one ECS JSON document per line (``-`` is standard output)."""
+    """Writes each event or alert as one ECS JSON document per line (``-`` is stdout)."""
 
     def __init__(self, path: str) -> None:
         self._owned = path != "-"
         self._stream: IO[str] = open(path, "w", encoding="utf-8") if self._owned else sys.stdout  # noqa: SIM115
         self.written = 0
 
-    def write(self, event: SensorEvent) -> None:
+    def write(self, event: BaseModel) -> None:
         self._stream.write(event.model_dump_json(by_alias=True, exclude_none=True))
         self._stream.write("\n")
         self.written += 1

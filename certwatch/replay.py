@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from certwatch.progress import Progress
+from processors.engine import ProcessorStats
 from schemas.events import SensorEvent
 from sensor.capture import open_capture
 from sensor.errors import CaptureError
@@ -30,15 +32,18 @@ class ReplayReport:
     seconds: float = 0.0
 
 
-def replay(
+async def replay(
     paths: Sequence[str],
     sensor: Sensor,
-    emit: Callable[[SensorEvent], None],
+    emit: Callable[[SensorEvent], Awaitable[None]],
     progress: Progress | None = None,
 ) -> ReplayReport:
     """Feed every capture in ``paths`` through ``sensor`` in order (one sensor: a handshake
     split across two consecutive files is still seen whole) and hand each event to
-    ``emit``. A capture that cannot be opened is reported and skipped; the others go on."""
+    ``emit``. A capture that cannot be opened is reported and skipped; the others go on.
+
+    The capture is read synchronously; every few thousand packets control goes back to the
+    event loop so consumers of the events (the processors) keep up as the replay goes."""
     report = ReplayReport()
     started = time.perf_counter()
     for path in paths:
@@ -54,17 +59,20 @@ def replay(
                 sensor.process(timestamp, linktype, data)
                 if sensor.pending:
                     for event in sensor.drain():
-                        emit(event)
+                        await emit(event)
                         report.events += 1
-                if progress is not None and count % PROGRESS_EVERY == 0:
-                    progress.update(path, reader.bytes_read, reader.bytes_total,
-                                    sensor.stats.packets, sum(sensor.stats.handshakes.values()))
+                if count % PROGRESS_EVERY == 0:
+                    await asyncio.sleep(0)
+                    if progress is not None:
+                        progress.update(path, reader.bytes_read, reader.bytes_total,
+                                        sensor.stats.packets,
+                                        sum(sensor.stats.handshakes.values()))
             if reader.truncated:
                 log.warning("%s: capture is truncated; read what was complete", path)
                 report.truncated.append(path)
             report.skipped_records += reader.skipped_records
     for event in sensor.finish():
-        emit(event)
+        await emit(event)
         report.events += 1
     if progress is not None:
         progress.clear()
@@ -72,7 +80,8 @@ def replay(
     return report
 
 
-def summary(report: ReplayReport, sensor: Sensor) -> str:
+def summary(report: ReplayReport, sensor: Sensor,
+            alerts: ProcessorStats | None = None) -> str:
     """The end-of-run summary a person reads: what was seen and what was skipped."""
     stats = sensor.stats
     rate = stats.packets / report.seconds if report.seconds > 0 else 0.0
@@ -95,4 +104,20 @@ def summary(report: ReplayReport, sensor: Sensor) -> str:
         f"  skipped input  {'; '.join(skipped) or 'none'}",
         f"  events         {report.events:,}",
     ]
+    if alerts is not None:
+        lines += alert_summary(alerts)
     return "\n".join(lines)
+
+
+def alert_summary(stats: ProcessorStats, top: int = 10) -> list[str]:
+    """Alerts by rule and by server, for the end-of-run summary."""
+    total = sum(stats.alerts.values())
+    by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(stats.alerts.items())) or "none"
+    servers = ", ".join(f"{server} {n}" for server, n in stats.alerts_by_server.most_common(top))
+    lines = [f"  alerts         {total:,} ({by_rule}); suppressed repeats {stats.suppressed:,}"]
+    if servers:
+        lines.append(f"  by server      {servers}")
+    if stats.detector_errors:
+        errors = ", ".join(f"{d} {n}" for d, n in sorted(stats.detector_errors.items()))
+        lines.append(f"  detector errors {errors}")
+    return lines

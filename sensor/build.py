@@ -64,6 +64,14 @@ def event_id(*parts: object) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
 
 
+def _deciding_server_hello(record: SessionRecord) -> m.ServerHello | None:
+    """The ServerHello that says what was negotiated: the real one, else a lone
+    HelloRetryRequest, which already names the version and cipher suite the server chose
+    (RFC 8446 4.1.4; tumblr.pcap: the client gave up after it). tshark and nDPI report
+    those too."""
+    return record.server_hello or record.first_server_hello
+
+
 @dataclass(frozen=True, slots=True)
 class HandshakeEvents:
     """A handshake event, the certificate events it brings, and its version for counting."""
@@ -96,16 +104,17 @@ class EventBuilder:
             for der, info in zip((*record.server_certificates, *record.client_certificates),
                                  (*server_chain, *client_chain), strict=True):
                 ja4x[info.sha256] = fingerprints.ja4x(der)
-        ch, sh = record.client_hello, record.server_hello
+        ch, sh = record.client_hello, _deciding_server_hello(record)
         sni = ch.server_name if ch else None
         tls = self._tls(record, server_chain, client_chain)
         detail = TlsDetail(
             client_hello=self._client_hello(ch) if ch else None,
-            server_hello=self._server_hello(sh, ch) if sh else None,
+            server_hello=self._server_hello(sh, record.first_server_hello or sh, ch)
+            if sh else None,
             server_chain=[self._chain_entry(info, ja4x) for info in server_chain],
             client_chain=[self._chain_entry(info, ja4x) for info in client_chain],
-            certificate_encrypted=sh is not None and registry.version_ecs(
-                sh.selected_version) == ("tls", "1.3") and not record.hello_retry_request,
+            certificate_encrypted=record.server_hello is not None and registry.version_ecs(
+                record.server_hello.selected_version) == ("tls", "1.3"),
             key_exchange=self._key_exchange(record),
             alerts=[self._alert(side, alert) for side, alert in record.alerts],
             timing=HandshakeTiming(
@@ -155,7 +164,7 @@ class EventBuilder:
         server_chain: list[CertificateInfo],
         client_chain: list[CertificateInfo],
     ) -> Tls:
-        ch, sh = record.client_hello, record.server_hello
+        ch, sh = record.client_hello, _deciding_server_hello(record)
         client = TlsClient(
             server_name=ch.server_name if ch else None,
             ja3=fingerprints.ja3(ch) if ch else None,
@@ -166,8 +175,9 @@ class EventBuilder:
             certificate_chain=self._chain_der(record.client_certificates),
         )
         leaf = server_chain[0] if server_chain else None
+        first_sh = record.first_server_hello or sh
         server = TlsServer(
-            ja3s=fingerprints.ja3s(sh) if sh else None,
+            ja3s=fingerprints.ja3s(first_sh) if first_sh else None,
             hash=self._hashes(leaf) if leaf else None,
             x509=self._x509(leaf) if leaf else None,
             subject=leaf.subject if leaf else None,
@@ -176,7 +186,7 @@ class EventBuilder:
             not_after=leaf.not_after if leaf else None,
             certificate_chain=self._chain_der(record.server_certificates),
         )
-        if sh is None or (record.hello_retry_request and record.server_hello_time is None):
+        if sh is None:
             return Tls(established=record.established, client=client, server=server)
         protocol, version = registry.version_ecs(sh.selected_version)
         return Tls(
@@ -236,7 +246,11 @@ class EventBuilder:
             ja4_ro=fingerprints.ja4_ro(ch),
         )
 
-    def _server_hello(self, sh: m.ServerHello, ch: m.ClientHello | None) -> ServerHelloSummary:
+    def _server_hello(
+        self, sh: m.ServerHello, first: m.ServerHello, ch: m.ClientHello | None
+    ) -> ServerHelloSummary:
+        """The ServerHello that settled the session, with the fingerprints of the ``first``
+        one the server sent (the HelloRetryRequest, if any; see ``SessionRecord``)."""
         return ServerHelloSummary(
             legacy_version=registry.version_name(sh.legacy_version),
             selected_version=registry.version_name(sh.selected_version),
@@ -246,8 +260,8 @@ class EventBuilder:
             compression_method=sh.compression_method,
             hello_retry_request=sh.is_hello_retry_request,
             session_id_echoed=bool(ch and ch.session_id and ch.session_id == sh.session_id),
-            ja3s_string=fingerprints.ja3s_string(sh),
-            ja4s=fingerprints.ja4s(sh) if self.config.foxio_fingerprints else None,
+            ja3s_string=fingerprints.ja3s_string(first),
+            ja4s=fingerprints.ja4s(first) if self.config.foxio_fingerprints else None,
         )
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""Raw frame to TCP segment: link layer, VLAN/MPLS/PPPoE, IPv4/IPv6, TCP.
+"""Raw frame to TCP segment: link layer, VLAN/MPLS/PPPoE, IPv4/IPv6, tunnels, TCP.
 
 Contract of :func:`decode_frame`: a frame that is valid but carries no TCP over IP (ARP,
 UDP, ICMP, a non-first IP fragment, LLC, ...) gives ``None``; malformed headers raise
@@ -6,6 +6,11 @@ UDP, ICMP, a non-first IP fragment, LLC, ...) gives ``None``; malformed headers 
 link type this module does not decode raises :class:`sensor.errors.CaptureError` (fatal
 for that input, see ``sensor.errors``). Callers may check :data:`SUPPORTED_LINKTYPES` up
 front. A TCP segment comes back as a :class:`TcpSegment` tuple.
+
+Tunnels are followed one level deep: IP-in-IP and 6in4, GRE (RFC 2784/2890: IP, Ethernet
+bridging, ERSPAN type I/II), VXLAN (RFC 7348, UDP port 4789) and GTP-U (3GPP TS 29.281,
+UDP port 2152); the segment carries the inner addresses and ports, and the VLAN ids of
+both the outer and the inner frame, outermost first.
 
 The payload is bounded by the IP length fields, which trims Ethernet padding (frames are
 padded to 60 bytes, RFC 894); a frame cut by the snapshot length keeps what was captured.
@@ -64,6 +69,8 @@ MAX_VLAN_TAGS = 8
 # IP protocol numbers (IANA "Assigned Internet Protocol Numbers").
 _PROTO_IPIP = 4
 _PROTO_TCP = 6
+_PROTO_UDP = 17
+_PROTO_GRE = 47
 _PROTO_IPV6 = 41
 _PROTO_FRAGMENT = 44
 _PROTO_AH = 51
@@ -83,7 +90,16 @@ _ETH_IPV4 = struct.Struct("!H" + _IPV4.format[1:])  # EtherType, then the IPv4 f
 _IPV6 = struct.Struct("!IHBx16s16s")  # ver/class/flow, payload length, next header, src, dst
 _TCP = struct.Struct("!HHIIBB")  # ports, seq, ack, data offset, flags
 _U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
 _U16_PAIR = struct.Struct("!HH")
+# Tunnels (one level deep; see the module docstring).
+VXLAN_PORT = 4789  # RFC 7348 5: IANA-assigned UDP destination port
+GTPU_PORT = 2152  # 3GPP TS 29.281 4.4.2.3: GTP-U UDP destination port
+_VXLAN_FLAG_I = 0x08  # RFC 7348 5: the VNI is valid; the only defined flag
+_GTP_G_PDU = 0xFF  # TS 29.281 6.1: a G-PDU carries a user packet
+_GRE_C, _GRE_R, _GRE_K, _GRE_S = 0x8000, 0x4000, 0x2000, 0x1000
+_GRE_TEB = 0x6558  # Transparent Ethernet Bridging (RFC 1701 protocol type registry)
+_GRE_ERSPAN = 0x88BE  # ERSPAN type I (no sequence number) and type II (with one)
 _new = tuple.__new__  # builds a NamedTuple at half the cost of calling the class
 
 
@@ -138,7 +154,7 @@ def decode_frame(linktype: int, data: bytes) -> TcpSegment | None:
                         )
         elif len(data) < 14:
             raise DecodeError(f"truncated Ethernet header ({len(data)} bytes)")
-        return _ethertype(_U16.unpack_from(data, 12)[0], data, 14, ())
+        return _ethertype(_U16.unpack_from(data, 12)[0], data, 14, (), len(data), 0)
     return _other_link(linktype, data)
 
 
@@ -156,12 +172,12 @@ def _other_link(linktype: int, data: bytes) -> TcpSegment | None:
         # cooked v1: type, ARPHRD, address length, 8-byte address, protocol (16 bytes)
         if size < 16:
             raise DecodeError(f"truncated Linux cooked (SLL) header ({size} bytes)")
-        return _ethertype(_U16.unpack_from(data, 14)[0], data, 16, ())
+        return _ethertype(_U16.unpack_from(data, 14)[0], data, 16, (), size, 0)
     if linktype == LINKTYPE_LINUX_SLL2:
         # cooked v2: protocol, reserved, ifindex, ARPHRD, type, address length, address
         if size < 20:
             raise DecodeError(f"truncated Linux cooked (SLL2) header ({size} bytes)")
-        return _ethertype(_U16.unpack_from(data, 0)[0], data, 20, ())
+        return _ethertype(_U16.unpack_from(data, 0)[0], data, 20, (), size, 0)
     if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
         if size < 4:
             raise DecodeError(f"truncated loopback header ({size} bytes)")
@@ -181,9 +197,11 @@ def _other_link(linktype: int, data: bytes) -> TcpSegment | None:
     raise CaptureError(f"unsupported link type {linktype}")
 
 
-def _ethertype(ethertype: int, data: bytes, off: int, vlans: tuple[int, ...]) -> TcpSegment | None:
-    """Follow VLAN tags, MPLS and PPPoE from an EtherType at ``off`` down to IP."""
-    size = len(data)
+def _ethertype(
+    ethertype: int, data: bytes, off: int, vlans: tuple[int, ...], size: int, depth: int
+) -> TcpSegment | None:
+    """Follow VLAN tags, MPLS and PPPoE from an EtherType at ``off`` down to IP; ``size``
+    bounds what may be read, ``depth`` is 1 inside a tunnel."""
     while ethertype in VLAN_TPIDS:
         if len(vlans) >= MAX_VLAN_TAGS:
             raise DecodeError(f"more than {MAX_VLAN_TAGS} stacked VLAN tags")
@@ -193,19 +211,20 @@ def _ethertype(ethertype: int, data: bytes, off: int, vlans: tuple[int, ...]) ->
         vlans = (*vlans, tci & 0x0FFF)  # IEEE 802.1Q 9.6: the VID is the low 12 bits
         off += 4
     if ethertype == ETHERTYPE_IPV4:
-        return _ipv4(data, off, size, vlans, 0)
+        return _ipv4(data, off, size, vlans, depth)
     if ethertype == ETHERTYPE_IPV6:
-        return _ipv6(data, off, size, vlans, 0)
+        return _ipv6(data, off, size, vlans, depth)
     if ethertype in (ETHERTYPE_MPLS_UNICAST, ETHERTYPE_MPLS_MULTICAST):
-        return _mpls(data, off, vlans)
+        return _mpls(data, off, vlans, size, depth)
     if ethertype == ETHERTYPE_PPPOE_SESSION:
-        return _pppoe(data, off, vlans)
+        return _pppoe(data, off, vlans, size, depth)
     return None
 
 
-def _mpls(data: bytes, off: int, vlans: tuple[int, ...]) -> TcpSegment | None:
+def _mpls(
+    data: bytes, off: int, vlans: tuple[int, ...], size: int, depth: int
+) -> TcpSegment | None:
     # RFC 3032 2.1: 4-byte entries; the bottom-of-stack bit is the low bit of byte 2.
-    size = len(data)
     while True:
         if size - off < 4:
             raise DecodeError("truncated MPLS label stack")
@@ -217,18 +236,20 @@ def _mpls(data: bytes, off: int, vlans: tuple[int, ...]) -> TcpSegment | None:
     # control words (0) and other payloads, which we leave alone.
     if off >= size or data[off] >> 4 not in (4, 6):
         return None
-    return _ip_by_version(data, off, size, vlans, 0)
+    return _ip_by_version(data, off, size, vlans, depth)
 
 
-def _pppoe(data: bytes, off: int, vlans: tuple[int, ...]) -> TcpSegment | None:
+def _pppoe(
+    data: bytes, off: int, vlans: tuple[int, ...], size: int, depth: int
+) -> TcpSegment | None:
     # RFC 2516 4: ver/type, code, session id, length; then the PPP protocol (RFC 1661).
-    if len(data) - off < 8:
+    if size - off < 8:
         raise DecodeError("truncated PPPoE session header")
     protocol = _U16.unpack_from(data, off + 6)[0]
     if protocol == 0x0021:
-        return _ipv4(data, off + 8, len(data), vlans, 0)
+        return _ipv4(data, off + 8, size, vlans, depth)
     if protocol == 0x0057:
-        return _ipv6(data, off + 8, len(data), vlans, 0)
+        return _ipv6(data, off + 8, size, vlans, depth)
     return None
 
 
@@ -265,10 +286,8 @@ def _ipv4(data: bytes, off: int, end: int, vlans: tuple[int, ...], depth: int) -
         return None  # a non-first fragment has no TCP header
     if proto == _PROTO_TCP:
         return _tcp(data, off + ihl, end, src, dst, vlans)
-    if depth == 0 and proto in (_PROTO_IPIP, _PROTO_IPV6):
-        # IP-in-IP (RFC 2003) and 6in4 (RFC 4213 3.5), one level deep only.
-        inner = _ipv4 if proto == _PROTO_IPIP else _ipv6
-        return inner(data, off + ihl, end, vlans, 1)
+    if depth == 0:
+        return _tunnel(proto, data, off + ihl, end, vlans)
     return None
 
 
@@ -303,10 +322,9 @@ def _ipv6(data: bytes, off: int, end: int, vlans: tuple[int, ...], depth: int) -
             nxt = data[off]
             off += length
             continue
-        if depth == 0 and nxt in (_PROTO_IPIP, _PROTO_IPV6):
-            inner = _ipv4 if nxt == _PROTO_IPIP else _ipv6
-            return inner(data, off, end, vlans, 1)
-        return None  # UDP, ICMPv6, ESP, no next header, ...
+        if depth == 0:
+            return _tunnel(nxt, data, off, end, vlans)
+        return None  # ICMPv6, ESP, no next header, ...
 
 
 def _tcp(
@@ -323,3 +341,108 @@ def _tcp(
         raise DecodeError(f"truncated TCP options ({end - off} of {hlen} bytes)")
     payload = data[off + hlen : end]
     return _new(TcpSegment, (src, dst, sport, dport, seq, ack, flags, payload, vlans))
+
+
+# -- tunnels ---------------------------------------------------------------------------------
+
+
+def _tunnel(
+    proto: int, data: bytes, off: int, end: int, vlans: tuple[int, ...]
+) -> TcpSegment | None:
+    """The TCP segment inside a tunnel whose outer IP payload (protocol ``proto``) starts at
+    ``off``; None when ``proto`` is no tunnel we follow. Inner packets are decoded with
+    depth 1, so a tunnel inside a tunnel is not followed."""
+    if proto == _PROTO_UDP:
+        return _udp_tunnel(data, off, end, vlans)
+    if proto == _PROTO_IPIP:  # IP-in-IP (RFC 2003)
+        return _ipv4(data, off, end, vlans, 1)
+    if proto == _PROTO_IPV6:  # 6in4 (RFC 4213 3.5), 6in6 (RFC 2473)
+        return _ipv6(data, off, end, vlans, 1)
+    if proto == _PROTO_GRE:
+        return _gre(data, off, end, vlans)
+    return None
+
+
+def _udp_tunnel(data: bytes, off: int, end: int, vlans: tuple[int, ...]) -> TcpSegment | None:
+    # UDP header (RFC 768): ports, length, checksum. Only the tunnel ports are looked into;
+    # any other datagram (DNS, QUIC, ...) is no TCP and costs this one unpack.
+    if end - off < 8:
+        return None
+    dport = _U16.unpack_from(data, off + 2)[0]
+    if dport == VXLAN_PORT:
+        return _vxlan(data, off + 8, end, vlans)
+    if dport == GTPU_PORT:
+        return _gtpu(data, off + 8, end, vlans)
+    return None
+
+
+def _inner_ethernet(
+    data: bytes, off: int, end: int, vlans: tuple[int, ...], what: str
+) -> TcpSegment | None:
+    if end - off < 14:
+        raise DecodeError(f"truncated Ethernet header inside {what} ({end - off} bytes)")
+    return _ethertype(_U16.unpack_from(data, off + 12)[0], data, off + 14, vlans, end, 1)
+
+
+def _vxlan(data: bytes, off: int, end: int, vlans: tuple[int, ...]) -> TcpSegment | None:
+    # RFC 7348 5: flags (I set), 24 reserved bits, 24-bit VNI, 8 reserved bits, then the
+    # inner Ethernet frame without its FCS.
+    if end - off < 8:
+        raise DecodeError(f"truncated VXLAN header ({end - off} bytes)")
+    if not data[off] & _VXLAN_FLAG_I:
+        return None  # RFC 7348 5: a receiver discards a packet without the I flag
+    return _inner_ethernet(data, off + 8, end, vlans, "VXLAN")
+
+
+def _gtpu(data: bytes, off: int, end: int, vlans: tuple[int, ...]) -> TcpSegment | None:
+    # 3GPP TS 29.281 5.1: flags (version 1, PT 1, E/S/PN), message type, length of what
+    # follows the first 8 bytes, TEID; 4 more bytes (sequence, N-PDU, next extension
+    # type) when any of E/S/PN is set; then a chain of extension headers (5.2), each
+    # ``length`` 4-octet units ending with the next type. A G-PDU carries an IP packet.
+    if end - off < 8:
+        raise DecodeError(f"truncated GTP-U header ({end - off} bytes)")
+    flags, msg_type, length = data[off], data[off + 1], _U16.unpack_from(data, off + 2)[0]
+    if flags >> 5 != 1 or not flags & 0x10 or msg_type != _GTP_G_PDU:
+        return None  # GTP' or GTPv2 on the port, or signalling (echo, error indication)
+    end = min(end, off + 8 + length)
+    pos = off + 8
+    if flags & 0x07:
+        if end - pos < 4:
+            raise DecodeError("truncated GTP-U optional fields")
+        next_type = data[pos + 3] if flags & 0x04 else 0
+        pos += 4
+        # Each extension header is at least 4 bytes, so this loop ends within the packet.
+        while next_type:
+            if end - pos < 1 or data[pos] == 0 or end - pos < data[pos] * 4:
+                raise DecodeError(f"truncated or empty GTP-U extension header {next_type}")
+            size = data[pos] * 4
+            next_type = data[pos + size - 1]
+            pos += size
+    if pos >= end or data[pos] >> 4 not in (4, 6):
+        return None
+    return _ip_by_version(data, pos, end, vlans, 1)
+
+
+def _gre(data: bytes, off: int, end: int, vlans: tuple[int, ...]) -> TcpSegment | None:
+    # RFC 2784 2: C, reserved0, version 0, protocol type; RFC 2890 adds K and S, each with
+    # its 4-byte field after the optional checksum. Version 1 is PPTP's enhanced GRE and a
+    # set routing bit the RFC 1701 source routes: neither is followed.
+    if end - off < 4:
+        raise DecodeError(f"truncated GRE header ({end - off} bytes)")
+    flags, protocol = _U16_PAIR.unpack_from(data, off)
+    if flags & 0x0007 or flags & _GRE_R:
+        return None
+    pos = off + 4 + 4 * (bool(flags & _GRE_C) + bool(flags & _GRE_K) + bool(flags & _GRE_S))
+    if pos > end:
+        raise DecodeError("truncated GRE optional fields")
+    if protocol == ETHERTYPE_IPV4:
+        return _ipv4(data, pos, end, vlans, 1)
+    if protocol == ETHERTYPE_IPV6:
+        return _ipv6(data, pos, end, vlans, 1)
+    if protocol == _GRE_TEB:
+        return _inner_ethernet(data, pos, end, vlans, "GRE")
+    if protocol == _GRE_ERSPAN:
+        # ERSPAN type II (draft-foschiano-erspan 4.1) has the sequence number and an
+        # 8-byte header before the mirrored frame; type I has neither.
+        return _inner_ethernet(data, pos + 8 if flags & _GRE_S else pos, end, vlans, "ERSPAN")
+    return None

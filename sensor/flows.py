@@ -36,6 +36,7 @@ class Flow:
         "early",
         "fins",
         "first_seen",
+        "held",
         "is_tls",
         "keys",
         "last_seen",
@@ -75,6 +76,9 @@ class Flow:
         # replayed into the reassembler if a hello is found. Allocated only when needed.
         self.early: list[tuple[int, int, bytes]] | None = None
         self.fins = [False, False]
+        # Per direction, a segment of zero bytes held back while the handshake is parsed
+        # (seq, payload), until the next segment says whether it was data or ACK padding.
+        self.held: list[tuple[int, bytes] | None] = [None, None]
         self.is_tls = False
         self.session: TlsSession | None = None
         self.session_start = timestamp
@@ -97,6 +101,7 @@ class Flow:
         self.reassemblers = None
         self.prefix = [b"", b""]
         self.early = None
+        self.held = [None, None]
         if self.state is not FlowState.CLOSED:
             self.state = FlowState.COUNTING
 

@@ -24,11 +24,14 @@ from sensor.session import Side, TlsSession
 
 log = logging.getLogger("certwatch.sensor")
 
-FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 SEQ_MASK = 0xFFFFFFFF
 SWEEP_EVERY = 1.0  # seconds of capture time between idle-flow sweeps
 EARLY_SEGMENTS = 8  # out-of-order segments kept per flow while looking for a hello
+MAX_ACK_PADDING = 6  # see is_ack_padding
 HELLO_PREFIX = 6  # bytes needed to tell a hello: record header (5) + handshake type (1)
+#: Anomaly kind of a handshake message parsed despite a departure from its grammar.
+IRREGULAR_HANDSHAKE = "tls_handshake_irregular"
 
 
 def seq_after(a: int, b: int) -> bool:
@@ -49,6 +52,16 @@ def hello_role(payload: bytes) -> Side | None:
     if len(payload) >= 5 and payload[0] & 0x80 and payload[2] == 1 and payload[3] in (0, 3):
         return Side.CLIENT
     return None
+
+
+def is_ack_padding(flags: int, payload: bytes) -> bool:
+    """Whether a segment may be a bare ACK whose sender padded it with zero bytes counted
+    in the IP length: flags ACK alone, 1..6 bytes (what pads a 54-byte frame to Ethernet's
+    60-byte minimum), all zero. heuristic_tcp_ack_payload.pcap has such ACKs at the
+    sequence number of the data that follows; taken as stream bytes they would put a
+    record of content type 0 in front of a ServerHello. Such a segment is held back, not
+    dropped: see ``Sensor._handshake_segment``."""
+    return flags == ACK and 0 < len(payload) <= MAX_ACK_PADDING and not any(payload)
 
 
 @dataclass(slots=True)
@@ -192,14 +205,17 @@ class Sensor:
     # -- finding TLS -----------------------------------------------------------------------
 
     def _detect(self, flow: Flow, direction: int, segment: TcpSegment, timestamp: float) -> None:
+        seq = segment.seq
         if segment.flags & SYN:
-            flow.next_seq[direction] = (segment.seq + 1) & SEQ_MASK
+            # RFC 9293 3.4: the SYN takes one sequence number; data it carries follows it.
+            seq = (seq + 1) & SEQ_MASK
+            flow.next_seq[direction] = seq
             if flow.client_direction is None:
                 flow.client_direction = direction if not segment.flags & ACK else 1 - direction
         payload = segment.payload
         if not payload:
             return
-        seq, expected = segment.seq, flow.next_seq[direction]
+        expected = flow.next_seq[direction]
         end = (seq + len(payload)) & SEQ_MASK
         if expected is not None:
             if seq_after(seq, expected):
@@ -208,11 +224,11 @@ class Sensor:
             if not seq_after(end, expected):
                 return  # a retransmission of bytes already looked at
         prefix = flow.prefix[direction]
-        if prefix and segment.seq == (flow.prefix_start[direction] + len(prefix)) & SEQ_MASK:
+        if prefix and seq == (flow.prefix_start[direction] + len(prefix)) & SEQ_MASK:
             prefix += payload
         else:
             prefix = payload
-            flow.prefix_start[direction] = segment.seq
+            flow.prefix_start[direction] = seq
         flow.next_seq[direction] = end
         if len(prefix) < HELLO_PREFIX:
             flow.prefix[direction] = prefix
@@ -247,9 +263,13 @@ class Sensor:
         flow.is_tls = True
         self.stats.tls_flows += 1
         self._add_payload(flow, direction, start_seq, data, timestamp)
-        if flow.prefix[other]:
-            self._add_payload(flow, other, flow.prefix_start[other], flow.prefix[other],
-                              timestamp)
+        other_prefix = flow.prefix[other]
+        if other_prefix and len(other_prefix) <= MAX_ACK_PADDING and not any(other_prefix):
+            # Zeros the other side sent so far, on a SYN-ACK or ACK: maybe padding (see
+            # is_ack_padding), held until its next data says.
+            flow.held[other] = (flow.prefix_start[other], other_prefix)
+        elif other_prefix:
+            self._add_payload(flow, other, flow.prefix_start[other], other_prefix, timestamp)
         for early_direction, early_seq, early_payload in flow.early or ():
             self._add_payload(flow, early_direction, early_seq, early_payload, timestamp)
         flow.prefix = [b"", b""]
@@ -267,8 +287,20 @@ class Sensor:
     def _handshake_segment(
         self, flow: Flow, direction: int, segment: TcpSegment, timestamp: float
     ) -> None:
-        if segment.payload:
-            self._add_payload(flow, direction, segment.seq, segment.payload, timestamp)
+        payload = segment.payload
+        if not payload:
+            return
+        held = flow.held[direction]
+        if held is not None:
+            # The next data decides what the held zeros were: padding if it starts at the
+            # same sequence number (the stream's real bytes are there), else stream data.
+            flow.held[direction] = None
+            if held[0] != segment.seq:
+                self._add_payload(flow, direction, held[0], held[1], timestamp)
+        if is_ack_padding(segment.flags, payload):
+            flow.held[direction] = (segment.seq, payload)
+            return
+        self._add_payload(flow, direction, segment.seq, payload, timestamp)
 
     def _add_payload(
         self, flow: Flow, direction: int, seq: int, payload: bytes, timestamp: float
@@ -286,10 +318,13 @@ class Sensor:
         session = flow.session
         if session is None or not data:
             return
+        irregular = len(session.record.irregularities)
         try:
             session.feed(flow.side(direction), data, timestamp)
         except ParseError as error:
             self._anomaly(error.kind, str(error), timestamp, flow)
+        for detail in session.record.irregularities[irregular:]:
+            self._anomaly(IRREGULAR_HANDSHAKE, detail, timestamp, flow)
         if session.done:
             self._emit(flow)
 

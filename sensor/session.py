@@ -41,8 +41,9 @@ class Side(Enum):
 
 
 def is_tls13(version: int) -> bool:
-    """TLS 1.3 and its drafts (0x7fXX, RFC 8446 predecessors) encrypt after the ServerHello."""
-    return version == TLS13 or (version >> 8) == 0x7F
+    """TLS 1.3 and its drafts (0x7fXX, RFC 8446 predecessors, and Facebook's 0xfbXX)
+    encrypt after the ServerHello."""
+    return version == TLS13 or (version >> 8) in (0x7F, 0xFB)
 
 
 @dataclass(slots=True)
@@ -51,6 +52,10 @@ class SessionRecord:
 
     client_hello: m.ClientHello | None = None
     server_hello: m.ServerHello | None = None
+    # The first ServerHello the server sent: the HelloRetryRequest when there was one
+    # (RFC 8446 4.1.4), else ``server_hello``. JA3S/JA4S describe it, paired with the first
+    # ClientHello, as tshark and nDPI compute them (steam.pcapng, tls13-draft22).
+    first_server_hello: m.ServerHello | None = None
     hello_retry_request: bool = False
     server_certificates: tuple[bytes, ...] = ()
     client_certificates: tuple[bytes, ...] = ()
@@ -63,6 +68,9 @@ class SessionRecord:
     resumed: bool = False
     ended_by: str | None = None
     parse_error: str | None = None
+    # What the parsers tolerated (``ClientHello.irregularities``), in the order seen; the
+    # sensor counts each as an anomaly while the handshake goes on.
+    irregularities: list[str] = field(default_factory=list)
     record_versions: set[int] = field(default_factory=set)
 
 
@@ -85,11 +93,13 @@ class TlsSession:
             return
         parser = self._parsers[side]
         try:
-            items = parser.feed(data)
+            items, record_error = parser.feed_until_error(data)
             for item in items:
                 self._on_item(side, item, timestamp)
                 if self.done:
                     break
+            if record_error is not None and not self.done:
+                raise record_error
         except ParseError as error:
             self.record.parse_error = f"{side.value}: {error}"
             self._finish("parse_error")
@@ -105,7 +115,7 @@ class TlsSession:
 
     @property
     def has_hello(self) -> bool:
-        return self.record.client_hello is not None or self.record.server_hello is not None
+        return self.record.client_hello is not None or self.record.first_server_hello is not None
 
     def _finish(self, reason: str) -> None:
         self.done = True
@@ -178,6 +188,7 @@ class TlsSession:
                 )
 
     def _on_client_hello(self, hello: m.ClientHello, timestamp: float) -> None:
+        self.record.irregularities.extend(hello.irregularities)
         # After a HelloRetryRequest the client sends a second ClientHello; the first one is
         # what the client offered unprompted and what JA3/JA4 describe, so it is kept.
         if self.record.client_hello is None:
@@ -185,6 +196,8 @@ class TlsSession:
             self.record.client_hello_time = timestamp
 
     def _on_server_hello(self, hello: m.ServerHello, timestamp: float) -> None:
+        if self.record.first_server_hello is None:
+            self.record.first_server_hello = hello
         if hello.is_hello_retry_request:
             # RFC 8446 4.1.4: the server asks for another key share; the real ServerHello
             # follows in clear, after a dummy ChangeCipherSpec that must not be taken for

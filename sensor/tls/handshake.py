@@ -160,14 +160,28 @@ def parse_client_hello(body: bytes) -> ClientHello:
     Returns a :class:`ClientHello` with the raw fields and the decoded server_name,
     ALPN, supported_versions, supported_groups, ec_point_formats and signature_algorithms
     extensions. Raises :class:`HandshakeError` naming the field that does not fit.
+
+    Two departures from the grammar are tolerated, because a server may well answer such
+    a hello (tls_invalid_reads.pcap: an empty compression list and one stray byte, and the
+    server replied with a ServerHello) and the fields still read one way only: an empty
+    ``legacy_compression_methods`` (RFC 5246 7.4.1.2 requires at least ``null``), and a
+    single byte after it, too short to be an extensions block's length. Each is named in
+    ``irregularities``.
     """
     r = _Reader(body, "ClientHello")
     legacy_version = r.uint(2, "legacy_version")
     random = r.raw(32, "random")
     session_id = r.vector(1, "legacy_session_id", maximum=32)
     suites = _u16_list(r.vector(2, "cipher_suites", minimum=2, maximum=0xFFFE), "cipher_suites")
-    compression = tuple(r.vector(1, "legacy_compression_methods", minimum=1, maximum=255))
-    extensions = _extensions(r)
+    compression = tuple(r.vector(1, "legacy_compression_methods", maximum=255))
+    irregularities: list[str] = []
+    if not compression:
+        irregularities.append("ClientHello: empty legacy_compression_methods")
+    if r.remaining() == 1:
+        irregularities.append("ClientHello: 1 stray byte where the extensions block starts")
+        extensions: tuple[Extension, ...] = ()
+    else:
+        extensions = _extensions(r)
     sni = _first(extensions, EXT_SERVER_NAME)
     alpn = _first(extensions, EXT_ALPN)
     versions = _first(extensions, EXT_SUPPORTED_VERSIONS)
@@ -191,6 +205,7 @@ def parse_client_hello(body: bytes) -> ClientHello:
         signature_algorithms=(
             _u16_vector(sigalgs, 2, "signature_algorithms") if sigalgs is not None else ()
         ),
+        irregularities=tuple(irregularities),
     )
 
 
@@ -201,8 +216,26 @@ def _ec_point_formats(data: bytes) -> tuple[int, ...]:
     return formats
 
 
+def is_draft_server_hello_version(version: int) -> bool:
+    """Whether a ServerHello whose version field is ``version`` has the early TLS 1.3
+    draft layout: ``version, random, cipher_suite, extensions``, with neither
+    legacy_session_id nor compression method. Drafts up to 21 put the negotiated version
+    in that field: ``0x7fNN`` (draft-ietf-tls-tls13-NN, 4.1.3), Facebook's Fizz ``0xfbNN``
+    for the same drafts, and pre-numbering implementations plain ``0x0304``
+    (tls13-draft14.pcap, NSS 2016). Draft 22 restored both fields for middlebox
+    compatibility and moved the version to supported_versions (draft-22 4.1.3, RFC 8446
+    D.4), so from 0x7f16 on, and with RFC 8446's legacy_version 0x0303, the layout is
+    TLS 1.2's.
+    """
+    if version == 0x0304:
+        return True
+    return version >> 8 in (0x7F, 0xFB) and (version & 0xFF) < 22
+
+
 def parse_server_hello(body: bytes) -> ServerHello:
-    """Parse a ServerHello or HelloRetryRequest body (RFC 8446 4.1.3, RFC 5246 7.4.1.3).
+    """Parse a ServerHello or HelloRetryRequest body (RFC 8446 4.1.3, RFC 5246 7.4.1.3),
+    including the early-draft layout (see :func:`is_draft_server_hello_version`), which
+    gives an empty ``session_id`` and ``compression_method`` 0.
 
     ``is_hello_retry_request`` is set when the random is the RFC 8446 4.1.3 magic value;
     ``selected_version`` comes from supported_versions when present; ``alpn`` is the one
@@ -211,9 +244,13 @@ def parse_server_hello(body: bytes) -> ServerHello:
     r = _Reader(body, "ServerHello")
     legacy_version = r.uint(2, "legacy_version")
     random = r.raw(32, "random")
-    session_id = r.vector(1, "legacy_session_id", maximum=32)
-    cipher_suite = r.uint(2, "cipher_suite")
-    compression = r.uint(1, "legacy_compression_method")
+    if is_draft_server_hello_version(legacy_version):
+        # Early TLS 1.3 drafts: no legacy_session_id, no compression method.
+        session_id, cipher_suite, compression = b"", r.uint(2, "cipher_suite"), 0
+    else:
+        session_id = r.vector(1, "legacy_session_id", maximum=32)
+        cipher_suite = r.uint(2, "cipher_suite")
+        compression = r.uint(1, "legacy_compression_method")
     extensions = _extensions(r)
     selected = legacy_version
     versions = _first(extensions, EXT_SUPPORTED_VERSIONS)

@@ -46,7 +46,9 @@ class ClientHello:
 
     The decoded fields are taken from ``extensions``; an absent extension gives an empty
     tuple or ``None``. ``alpn`` keeps the protocol names as bytes because they need not be
-    ASCII (JA4 hashes them as sent).
+    ASCII (JA4 hashes them as sent). ``irregularities`` names what the parser tolerated
+    because the meaning of the bytes stayed unambiguous (an empty compression list, a
+    stray byte where no extensions block fits); empty for a well-formed hello.
     """
 
     legacy_version: int
@@ -62,6 +64,7 @@ class ClientHello:
     ec_point_formats: tuple[int, ...] = ()
     signature_algorithms: tuple[int, ...] = ()
     sslv2_format: bool = False
+    irregularities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

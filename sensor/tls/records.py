@@ -162,21 +162,33 @@ class TlsRecordParser:
         self.encrypted = False
 
     def feed(self, data: bytes) -> list[TlsItem]:
-        """Add the next bytes of this direction; return the items they complete."""
+        """Add the next bytes of this direction; return the items they complete. Raises
+        the parse error, if ``data`` holds one, instead (items before it are lost: see
+        :meth:`feed_until_error`)."""
+        items, error = self.feed_until_error(data)
+        if error is not None:
+            raise error
+        return items
+
+    def feed_until_error(self, data: bytes) -> tuple[list[TlsItem], ParseError | None]:
+        """Like :meth:`feed`, but return the items completed before an error together with
+        the error, so a record that parses is not lost to garbage later in the same chunk
+        (tls_invalid_reads.pcap: a ServerHello, then a record of content type 170)."""
         if self._error is not None:
-            raise self._error
+            return [], self._error
+        items: list[TlsItem] = []
         try:
-            return self._feed(data)
+            self._feed(data, items)
         except ParseError as exc:
             self._error = exc
             self._buf.clear()
             self._hs.clear()
-            raise
+            return items, exc
+        return items, None
 
-    def _feed(self, data: bytes) -> list[TlsItem]:
+    def _feed(self, data: bytes, items: list[TlsItem]) -> None:
         buf = self._buf
         buf += data
-        items: list[TlsItem] = []
         pos, end = 0, len(buf)
         try:
             while end - pos >= 2:
@@ -193,7 +205,6 @@ class TlsRecordParser:
                 self._started = True
         finally:
             del buf[:pos]
-        return items
 
     def _tls_record(self, buf: bytearray, pos: int, end: int, items: list[TlsItem]) -> int:
         """Consume one TLS record at ``pos``; return its size, or 0 if incomplete."""

@@ -68,7 +68,7 @@ _VERSIONS: Final = MappingProxyType(
     {
         SSL2: ("SSLv2", "ssl", "2.0"),
         SSL3: ("SSLv3", "ssl", "3.0"),
-        TLS1_0: ("TLSv1", "tls", "1.0"),
+        TLS1_0: ("TLSv1.0", "tls", "1.0"),
         TLS1_1: ("TLSv1.1", "tls", "1.1"),
         TLS1_2: ("TLSv1.2", "tls", "1.2"),
         TLS1_3: ("TLSv1.3", "tls", "1.3"),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from schemas.alerts import AlertEvent
 from schemas.events import AnomalyEvent, CertificateEvent, HandshakeEvent
 from schemas.export import EXPORTED_MODELS
 from tests.support import DATA
@@ -20,11 +21,17 @@ def certwatch(*args: str | Path) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
-def parse_events(text: str) -> list[HandshakeEvent | CertificateEvent | AnomalyEvent]:
-    models = {"certwatch.tls.handshake": HandshakeEvent,
-              "certwatch.tls.certificate": CertificateEvent,
-              "certwatch.sensor.anomaly": AnomalyEvent}
-    events: list[HandshakeEvent | CertificateEvent | AnomalyEvent] = []
+Document = HandshakeEvent | CertificateEvent | AnomalyEvent | AlertEvent
+
+
+def parse_events(text: str) -> list[Document]:
+    models: dict[str, type[Document]] = {
+        "certwatch.tls.handshake": HandshakeEvent,
+        "certwatch.tls.certificate": CertificateEvent,
+        "certwatch.sensor.anomaly": AnomalyEvent,
+        "certwatch.alerts": AlertEvent,
+    }
+    events: list[Document] = []
     for line in text.splitlines():
         doc = json.loads(line)
         events.append(models[doc["event"]["dataset"]].model_validate(doc))
@@ -32,9 +39,10 @@ def parse_events(text: str) -> list[HandshakeEvent | CertificateEvent | AnomalyE
 
 
 def test_replay_prints_valid_events_and_a_summary() -> None:
-    result = certwatch("replay", DATA / "zeek" / "tls1.2.pcap")
+    result = certwatch("replay", DATA / "zeek" / "tls1.2.pcap", "--no-alerts")
     assert result.returncode == 0, result.stderr
     events = parse_events(result.stdout)
+    assert not any(isinstance(e, AlertEvent) for e in events)
     hs = [e for e in events if isinstance(e, HandshakeEvent)]
     certs = [e for e in events if isinstance(e, CertificateEvent)]
     assert len(hs) == 1 and hs[0].tls.established
@@ -48,7 +56,7 @@ def test_events_go_to_a_file_and_gzip_captures_are_read(tmp_path: Path) -> None:
     gz = tmp_path / "capture.pcap.gz"
     gz.write_bytes(gzip.compress((DATA / "zeek" / "tls1_1.pcap").read_bytes()))
     out = tmp_path / "events.jsonl"
-    result = certwatch("replay", gz, "--events", out)
+    result = certwatch("replay", gz, "--events", out, "--no-alerts")
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     hs = [e for e in parse_events(out.read_text()) if isinstance(e, HandshakeEvent)]

@@ -236,6 +236,94 @@ def test_ip_in_ip_one_level() -> None:
     assert decode_frame(1, eth(0x0800, ipv4(ipv4(ipv4(tcp()), proto=4), proto=4))) is None
 
 
+def udp(dport: int, body: bytes, sport: int = 49152) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(body), 0) + body
+
+
+def vxlan(inner: bytes, flags: int = 0x08) -> bytes:
+    return udp(4789, struct.pack("!B3xI", flags, 4242 << 8) + inner)
+
+
+def gtpu(inner: bytes, flags: int = 0x30, extensions: bytes = b"") -> bytes:
+    optional = b"\0\x01\0" + (extensions[:1] or b"\0") + extensions[1:] if flags & 7 else b""
+    body = optional + inner
+    return udp(2152, struct.pack("!BBHI", flags, 0xFF, len(body), 7) + body)
+
+
+def gre(protocol: int, inner: bytes, flags: int = 0) -> bytes:
+    extra = b"\0\0\0\x2a" * (bool(flags & 0x8000) + bool(flags & 0x2000) + bool(flags & 0x1000))
+    return struct.pack("!HH", flags, protocol) + extra + inner
+
+
+def test_vxlan_carries_an_inner_ethernet_frame_with_its_own_vlan() -> None:
+    # RFC 7348 5: VNI after the I flag; the inner frame is Ethernet. VLAN ids of the
+    # outer (7) and inner (9) frame are both kept, outermost first.
+    inner = eth(0x8100, vlan(0x8100, 9, 0x0800)[2:] + ipv4(tcp()))
+    frame = eth(0x8100, vlan(0x8100, 7, 0x0800)[2:] + ipv4(vxlan(inner), proto=17))
+    expect_v4(decode_frame(1, frame), vlans=(7, 9))
+    expect_v6(decode_frame(1, eth(0x86DD, ipv6(vxlan(eth(0x86DD, ipv6(tcp()))), nxt=17))))
+    # Without the I flag a receiver discards the packet (RFC 7348 5).
+    assert decode_frame(1, eth(0x0800, ipv4(vxlan(eth(0x0800, ipv4(tcp())), 0), proto=17))) is None
+
+
+def test_gtpu_with_and_without_optional_fields_and_extension_headers() -> None:
+    expect_v4(decode_frame(1, eth(0x0800, ipv4(gtpu(ipv4(tcp())), proto=17))))
+    # S flag: sequence number, N-PDU, next type 0 (TS 29.281 5.1).
+    expect_v4(decode_frame(1, eth(0x0800, ipv4(gtpu(ipv4(tcp()), 0x32), proto=17))))
+    # E flag with a PDU Session Container (0x85) of one 4-byte unit, then no more.
+    container = b"\x85" + b"\x01\x00\x01\x00"
+    frame = eth(0x0800, ipv4(gtpu(ipv6(tcp()), 0x34, container), proto=17))
+    expect_v6(decode_frame(1, frame))
+    echo = udp(2152, struct.pack("!BBHI", 0x32, 1, 4, 0) + b"\0\0\0\0")  # Echo Request
+    assert decode_frame(1, eth(0x0800, ipv4(echo, proto=17))) is None
+
+
+def test_gre_ip_ethernet_and_erspan() -> None:
+    expect_v4(decode_frame(1, eth(0x0800, ipv4(gre(0x0800, ipv4(tcp())), proto=47))))
+    # RFC 2890: key and sequence number fields, RFC 2784 checksum field.
+    frame = eth(0x0800, ipv4(gre(0x86DD, ipv6(tcp()), 0xB000), proto=47))
+    expect_v6(decode_frame(1, frame))
+    bridged = gre(0x6558, eth(0x0800, ipv4(tcp())), 0x2000)
+    expect_v4(decode_frame(1, eth(0x86DD, ipv6(bridged, nxt=47))))
+    # ERSPAN type II: sequence number set, 8-byte ERSPAN header, then the mirrored frame.
+    erspan = gre(0x88BE, struct.pack("!HHI", 0x1000 | 5, 0, 0) + eth(0x0800, ipv4(tcp())), 0x1000)
+    expect_v4(decode_frame(1, eth(0x0800, ipv4(erspan, proto=47))))
+    # PPTP's enhanced GRE (version 1) is not followed.
+    assert decode_frame(1, eth(0x0800, ipv4(gre(0x880B, b"\0" * 8, 0x2001), proto=47))) is None
+
+
+def test_tunnels_are_followed_one_level_deep() -> None:
+    twice = vxlan(eth(0x0800, ipv4(vxlan(eth(0x0800, ipv4(tcp()))), proto=17)))
+    assert decode_frame(1, eth(0x0800, ipv4(twice, proto=17))) is None
+    assert decode_frame(1, eth(0x0800, ipv4(gre(0x0800, ipv4(ipv4(tcp()), proto=4)),
+                                            proto=47))) is None
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (eth(0x0800, ipv4(udp(4789, b"\x08\0\0"), proto=17)), "truncated VXLAN"),
+        (eth(0x0800, ipv4(vxlan(b"\0" * 10), proto=17)), "Ethernet header inside VXLAN"),
+        (eth(0x0800, ipv4(udp(2152, b"\x30\xff"), proto=17)), "truncated GTP-U header"),
+        (eth(0x0800, ipv4(gtpu(b"", 0x34, b"\x85\x00"), proto=17)), "GTP-U extension"),
+        (eth(0x0800, ipv4(b"\0\0", proto=47)), "truncated GRE header"),
+        (eth(0x0800, ipv4(b"\x80\0\x08\0", proto=47)), "GRE optional fields"),
+    ],
+)
+def test_malformed_tunnel_headers_raise_decode_error(frame: bytes, message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        decode_frame(1, frame)
+
+
+def test_vxlan_capture_yields_the_inner_connections() -> None:
+    # ndpi/vxlan.pcap: nDPI's result lists the inner 10.10.20.4 -> 157.240.224.35:443.
+    with open_capture(DATA / "ndpi" / "vxlan.pcap") as reader:
+        segments = [s for _, lt, data in reader if (s := decode_frame(lt, data)) is not None]
+    https = {(format_addr(s.src_addr), format_addr(s.dst_addr)) for s in segments
+             if s.dst_port == 443}
+    assert ("10.10.20.4", "157.240.224.35") in https
+
+
 @pytest.mark.parametrize(
     "frame",
     [

@@ -98,13 +98,31 @@ def _hello(
 
 @pytest.mark.parametrize("capture", ALL_CAPTURES, ids=lambda p: p.name)
 def test_ja3_and_ja3s_equal_tshark_for_every_hello_in_every_capture(capture: Path) -> None:
-    # tshark computes JA3/JA3S itself: an independent implementation on the same bytes.
-    assert {fp.ja3(ch) for ch in client_hellos(capture)} == _tshark_values(
-        capture, "ClientHello", "ja3"
+    # tshark computes JA3/JA3S itself: an independent implementation on the same bytes,
+    # except where it misreads them (see TSHARK_MISREADS in test_pipeline_golden and the
+    # hand-checked values in test_corpus_cases).
+    wrong = TSHARK_WRONG.get(capture.name, {})
+    assert {fp.ja3(ch) for ch in client_hellos(capture)} - wrong.get("ours", set()) == (
+        _tshark_values(capture, "ClientHello", "ja3") - wrong.get("tshark", set())
     )
-    assert {fp.ja3s(sh) for sh in server_hellos(capture)} == _tshark_values(
-        capture, "ServerHello", "ja3s"
+    assert {fp.ja3s(sh) for sh in server_hellos(capture)} - wrong.get("ours", set()) == (
+        _tshark_values(capture, "ServerHello", "ja3s") - wrong.get("tshark", set())
     )
+
+
+# capture -> {"tshark": its wrong values, "ours": the right values in their place}.
+TSHARK_WRONG: dict[str, dict[str, set[str]]] = {
+    # JA3 string cut at the empty compression list: "769,4-5-10-9-100-98-3-6-19-18-37,".
+    "tls_invalid_reads.pcap": {
+        "tshark": {"88d4e76accc5dbd6e8ba82e094f04049"},
+        "ours": {hashlib.md5(b"769,4-5-10-9-100-98-3-6-19-18-37,,,").hexdigest()},
+    },
+    # Draft-14 ServerHello read with a session id: "772,44205," instead of "772,49195,40".
+    "tls13-draft14.pcap": {
+        "tshark": {"24839eca4f44616f70548d4a2c0f09fc"},
+        "ours": {hashlib.md5(b"772,49195,40").hexdigest()},
+    },
+}
 
 
 def test_ja3_string_is_the_salesforce_format_without_grease() -> None:

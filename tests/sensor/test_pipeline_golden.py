@@ -59,32 +59,65 @@ def tshark_handshakes(capture: Path) -> dict[Any, dict[str, list[dict[str, Any]]
 
 TSHARK_CAPTURES = [c for c in captures() if c.with_name(c.name + ".tshark.json").exists()]
 
+# Where tshark 4.0 reads the bytes wrong, checked by hand against the RFCs (see
+# tests/sensor/test_corpus_cases.py, which asserts what the bytes say instead):
+# (capture, client port) -> fields not compared with tshark.
+TSHARK_MISREADS: dict[tuple[str, int], frozenset[str]] = {
+    # Its draft-14 ServerHello dissector expects a session id: "length 192" overruns the
+    # message and the cipher suite becomes 0xacad (the Suricata test says TLS 1.3 draft).
+    ("tls13-draft14.pcap", 54049): frozenset({"ja3s", "cipher"}),
+    # Its JA3 string stops at the malformed compression list ("769,4-5-...-37,").
+    ("tls_invalid_reads.pcap", 3967): frozenset({"ja3"}),
+    # A ClientHello with garbage after the SNI ([Malformed Packet]): we report no
+    # handshake for it, only a tls_handshake_error anomaly.
+    ("tls_invalid_reads.pcap", 58552): frozenset({"handshake"}),
+}
+
+
+def match(ours: dict[Any, HandshakeEvent], key: Any) -> HandshakeEvent | None:
+    """Our event for tshark's endpoint pair; tshark names a tunnelled connection by the
+    outer addresses (vxlan.pcap, GTP-U captures), so fall back to the port pair."""
+    if key in ours:
+        return ours[key]
+    ports = (key[0][1], key[1][1])
+    same = [e for k, e in ours.items() if (k[0][1], k[1][1]) == ports]
+    return same[0] if len(same) == 1 else None
+
 
 @pytest.mark.parametrize("capture", TSHARK_CAPTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_handshake_tshark_sees_is_reported_the_same(capture: Path) -> None:
     ours = by_tuple(handshakes(run_sensor(read_frames(capture))))
     for key, messages in tshark_handshakes(capture).items():
-        assert key in ours, f"tshark saw a handshake {key} that we did not report"
-        event = ours[key]
+        skip = TSHARK_MISREADS.get((capture.name, key[0][1]), frozenset())
+        if "handshake" in skip:
+            continue
+        found = match(ours, key)
+        assert found is not None, f"tshark saw a handshake {key} that we did not report"
+        event = found
         hellos = messages.get("ClientHello", [])
         if hellos:
             first = hellos[0]
             assert event.tls.client.server_name == first["sni"]
-            assert event.tls.client.ja3 == first["ja3"]
+            if "ja3" not in skip:
+                assert event.tls.client.ja3 == first["ja3"]
             ch = event.certwatch.tls.client_hello
             assert ch is not None
             # tshark shows bytes that are not UTF-8 as U+FFFD; we keep them, escaped.
             assert len(ch.alpn) == len(first["alpn"])
             for mine, theirs in zip(ch.alpn, first["alpn"], strict=True):
                 assert mine == theirs or ("\ufffd" in theirs and "\\x" in mine)
-        for sh in messages.get("ServerHello", [])[-1:]:
-            assert event.tls.server.ja3s == sh["ja3s"]
+        server_hellos = messages.get("ServerHello", [])
+        if server_hellos and "ja3s" not in skip:
+            # JA3S describes the first ServerHello, a HelloRetryRequest if there was one.
+            assert event.tls.server.ja3s == server_hellos[0]["ja3s"]
+        for sh in server_hellos[-1:]:
             detail = event.certwatch.tls.server_hello
             assert detail is not None
-            assert detail.cipher_suite_code == sh["cipher_suite"][2:]
+            if "cipher" not in skip:
+                assert detail.cipher_suite_code == sh["cipher_suite"][2:]
             selected = sh["selected_version"]
-            expected = "1.3" if selected.startswith("TLSv1.3") else TSHARK_VERSIONS[selected]
-            assert event.tls.version == expected
+            version = "1.3" if selected.startswith("TLSv1.3") else TSHARK_VERSIONS[selected]
+            assert event.tls.version == version
             assert event.tls.next_protocol == ((sh["alpn"] or [None])[0])
         server_certs = [m for m in messages.get("Certificate", []) if not m["from_client"]]
         if server_certs:

@@ -296,3 +296,15 @@ def test_looks_like_tls_start_on_real_starts(tls12: HandshakeBytes, tls13: Hands
         assert looks_like_tls_start(hs.server_to_client)
         assert not looks_like_tls_start(hs.client_to_server[:5])
     assert not looks_like_tls_start(os.urandom(0))
+
+
+def test_items_before_garbage_in_the_same_chunk_are_kept() -> None:
+    # tls_invalid_reads.pcap: a ServerHello record, then a record of content type 170, in
+    # one segment. The hello must still reach the session; the error comes with it.
+    hello = b"\x16\x03\x01\x00\x08" + b"\x02\x00\x00\x04" + b"\x03\x01\x00\x00"
+    parser = TlsRecordParser()
+    items, error = parser.feed_until_error(hello + b"\xaa\x03\x01\x00\x01\x00")
+    assert [type(i).__name__ for i in items] == ["HandshakeMessage"]
+    assert isinstance(error, TlsRecordError) and "content type 170" in str(error)
+    with pytest.raises(TlsRecordError):  # and the parser stays failed
+        parser.feed(b"\x16")

@@ -146,7 +146,7 @@ def test_grease_is_named_as_such() -> None:
     [
         (0x0002, "SSLv2", ("ssl", "2.0")),
         (0x0300, "SSLv3", ("ssl", "3.0")),
-        (0x0301, "TLSv1", ("tls", "1.0")),
+        (0x0301, "TLSv1.0", ("tls", "1.0")),
         (0x0302, "TLSv1.1", ("tls", "1.1")),
         (0x0303, "TLSv1.2", ("tls", "1.2")),
         (0x0304, "TLSv1.3", ("tls", "1.3")),

@@ -1,0 +1,78 @@
+"""Long-running services that connect the sensor and the processors to a bus."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from pydantic import ValidationError
+
+from certwatch.bus import DEAD_LETTER_TOPIC, Bus, Message
+from certwatch.codec import decode_handshake, encode
+from processors.engine import Processor
+from schemas.alerts import AlertEvent
+from schemas.topics import ALERT_TOPIC, HANDSHAKE_TOPIC
+
+log = logging.getLogger("certwatch.processor")
+
+
+class ProcessorService:
+    """Consumes handshake events, publishes the alerts they raise, then commits.
+
+    At-least-once: a message is committed only after every alert it caused has been
+    handed to the bus, so a crash re-delivers it, and the re-delivered event yields alerts
+    with the same ids (processors.suppression). A message that is not a handshake event of a
+    schema version we know goes to the dead-letter topic with the reason, and the stream
+    goes on.
+    """
+
+    def __init__(
+        self,
+        processor: Processor,
+        bus: Bus,
+        *,
+        group: str = "certwatch",
+        on_alert: Callable[[AlertEvent], None] | None = None,
+    ) -> None:
+        self.processor = processor
+        self.bus = bus
+        self.group = group
+        self.on_alert = on_alert
+        self.dead_letters = 0
+
+    def subscribe(self) -> AsyncIterator[Message]:
+        """The subscription :meth:`run` consumes; take it before anything is published when
+        the bus keeps no history (the in-memory bus)."""
+        return self.bus.subscribe([HANDSHAKE_TOPIC], self.group)
+
+    async def run(self, messages: AsyncIterator[Message] | None = None) -> None:
+        async for message in messages or self.subscribe():
+            await self.handle(message)
+
+    async def handle(self, message: Message) -> None:
+        try:
+            event = decode_handshake(message.value)
+        except ValidationError as error:
+            await self._dead_letter(message, error)
+        else:
+            for alert in self.processor.process(event):
+                await self.bus.publish(ALERT_TOPIC, alert.event.id, encode(alert))
+                if self.on_alert is not None:
+                    self.on_alert(alert)
+        await self.bus.commit(message)
+
+    async def _dead_letter(self, message: Message, error: ValidationError) -> None:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}"
+            for e in error.errors()[:5]
+        )
+        if not self.dead_letters:
+            log.warning("undecodable message on %s[%d]@%d sent to %s: %s (further ones are "
+                        "counted)", message.topic, message.partition, message.offset,
+                        DEAD_LETTER_TOPIC, problems)
+        self.dead_letters += 1
+        headers = (
+            ("reason", problems.encode()[:1000]),
+            ("source", f"{message.topic}[{message.partition}]@{message.offset}".encode()),
+        )
+        await self.bus.publish(DEAD_LETTER_TOPIC, message.key, message.value, headers)

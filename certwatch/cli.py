@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -16,9 +17,11 @@ from certwatch.output import JsonLinesWriter
 from certwatch.progress import Progress
 from certwatch.replay import ReplayReport, replay, summary
 from certwatch.services import ProcessorService
+from processors.csr import CsrError, check_csr, exit_status, load_csr, load_private_key
 from processors.engine import Processor
 from processors.policy import Policy
 from processors.policy_file import PolicyError, load_policy
+from processors.profiles import resolve
 from processors.registry import DETECTOR_RULES, DETECTORS
 from schemas.events import SensorEvent
 from schemas.export import export_schemas
@@ -66,6 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     pc = policy_commands.add_parser("check", help="validate a policy and explain every problem")
     pc.add_argument("policy", type=Path)
     pc.set_defaults(handler=cmd_policy_check)
+
+    cp = commands.add_parser("csr", help="certificate signing requests")
+    csr_commands = cp.add_subparsers(dest="csr_command", required=True, metavar="ACTION")
+    cc = csr_commands.add_parser(
+        "check", help="apply the certificate rules to a CSR before it goes to a CA",
+        description="One line per finding; exit 1 when any finding is an error, 2 when the "
+        "file is not a CSR.")
+    cc.add_argument("csr", type=Path, metavar="FILE.csr", help="PEM or DER")
+    cc.add_argument("--key", type=Path, metavar="FILE.key",
+                    help="private key that must match the CSR's public key")
+    cc.add_argument("--key-password-env", metavar="VAR",
+                    help="environment variable holding the key's password")
+    cc.add_argument("--host", action="append", default=[], metavar="NAME",
+                    help="a name the certificate must cover (repeat; *.example.com for a "
+                    "wildcard)")
+    cc.add_argument("--policy", type=Path, default=None,
+                    help="take key and signature thresholds (and profile) from this policy")
+    cc.set_defaults(handler=cmd_csr_check)
 
     sp = commands.add_parser("schema", help="the event contract")
     schema_commands = sp.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
@@ -143,6 +164,42 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     print(f"{args.policy}: valid; profile {policy.profile or 'none'}; "
           f"{len(enabled)} rules enabled; {len(policy.pins)} pins")
     return EXIT_OK
+
+
+def cmd_csr_check(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.policy) if args.policy else Policy()
+        thresholds = resolve(policy)
+        csr = load_csr(_read(args.csr))
+        key = None
+        if args.key is not None:
+            password = os.environ.get(args.key_password_env or "", "") or None
+            key = load_private_key(_read(args.key), password.encode() if password else None)
+        findings = check_csr(
+            csr, hosts=args.host, key=key,
+            min_rsa_bits=thresholds.min_rsa_bits, min_dsa_bits=thresholds.min_dsa_bits,
+            min_ec_bits=thresholds.min_ec_bits, forbidden_hashes=thresholds.forbidden_hashes,
+        )
+    except PolicyError as error:
+        for problem in error.problems:
+            print(f"certwatch: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (CsrError, OSError) as error:
+        print(f"certwatch: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as error:  # a --host that is not a host name
+        print(f"certwatch: --host: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for finding in findings:
+        print(f"{finding.level}: {finding.rule}: {finding.message}")
+    return exit_status(findings)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CsrError(f"{path}: {error.strerror}") from error
 
 
 def cmd_schema_export(args: argparse.Namespace) -> int:

@@ -97,7 +97,7 @@ class WeakKey(RuleSettings):
 
 class WeakSignature(RuleSettings):
     forbidden_hashes: list[Literal["md2", "md4", "md5", "sha1", "sha224"]] | None = Field(
-        None, description="default [md5, sha1]")
+        None, description="default [md2, md4, md5, sha1]")
 
 
 class DeprecatedVersion(RuleSettings):

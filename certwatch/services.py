@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pydantic import ValidationError
 
@@ -32,7 +32,7 @@ class ProcessorService:
         bus: Bus,
         *,
         group: str = "certwatch",
-        on_alert: Callable[[AlertEvent], None] | None = None,
+        on_alert: Callable[[AlertEvent], Awaitable[None]] | None = None,
     ) -> None:
         self.processor = processor
         self.bus = bus
@@ -58,7 +58,7 @@ class ProcessorService:
             for alert in self.processor.process(event):
                 await self.bus.publish(ALERT_TOPIC, alert.event.id, encode(alert))
                 if self.on_alert is not None:
-                    self.on_alert(alert)
+                    await self.on_alert(alert)
         await self.bus.commit(message)
 
     async def _dead_letter(self, message: Message, error: ValidationError) -> None:

@@ -151,6 +151,20 @@ class Sensor:
         if segment.flags & (FIN | RST) and flow.state is not FlowState.CLOSED:
             self._close_flags(flow, direction, segment.flags, timestamp)
 
+    def advance(self, timestamp: float) -> None:
+        """Let time pass without a packet (a live sensor on a quiet link calls this every
+        second or so): idle flows expire and their unfinished handshakes are reported."""
+        if timestamp > self.now:
+            self.now = timestamp
+            if timestamp >= self._next_sweep:
+                self._sweep(timestamp)
+
+    def report_drops(self, kind: str, detail: str, count: int) -> SensorEvent:
+        """An anomaly event for losses outside the sensor (the publisher dropping events
+        while the broker was away), counted with the sensor's own anomalies."""
+        self.anomalies.totals[kind] += count
+        return self.builder.anomaly(Anomaly(kind, detail, self.now, count))
+
     def finish(self) -> list[SensorEvent]:
         """End of input: report every handshake still open, flush anomaly counts, and return
         the remaining events."""

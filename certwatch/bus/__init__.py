@@ -12,6 +12,27 @@ from dataclasses import dataclass
 from typing import Protocol
 
 DEAD_LETTER_TOPIC = "certwatch.deadletter"
+
+
+class BusError(Exception):
+    """A transport failed. ``retriable`` says whether trying again later can succeed.
+
+        BusError
+         ├── BrokerUnavailable   the broker cannot be reached now (retriable)
+         └── BusConfigError      the settings cannot work (bad credentials, TLS...) (not)
+
+    Transports translate their library's exceptions into these; services see only these.
+    """
+
+    retriable: bool = False
+
+
+class BrokerUnavailable(BusError):
+    retriable = True
+
+
+class BusConfigError(BusError):
+    retriable = False
 """Messages a processor could not decode, with the reason in a header."""
 
 

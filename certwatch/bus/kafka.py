@@ -1,0 +1,336 @@
+"""The Kafka transport: the :class:`~certwatch.bus.Bus` protocol over aiokafka.
+
+Only this module (and ``certwatch.topics_admin``) sees aiokafka; everything aiokafka raises
+leaves as one of our own errors::
+
+    BusError                  retriable = False   anything else the broker or client refused
+    ├── BrokerUnavailable     retriable = True    no broker answered in request_timeout_ms
+    ├── TopicNotFound         retriable = True    unknown topic/partition (may be created yet)
+    ├── AccessDenied          retriable = False   authentication or authorisation failed
+    ├── MessageRejected       retriable = False   this message can never be accepted (size…)
+    └── BusConfigurationError retriable = False   our settings cannot work with this broker
+
+Delivery is at-least-once: a publish returns once the broker acknowledged it (per ``acks``);
+consumers never auto-commit, the service commits after processing. A publish that fails
+(e.g. timed out while the broker was away) may still have been written, so a retry can
+duplicate; alert identities make duplicates harmless downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka import errors as kafka_errors
+
+from certwatch.bus import BrokerUnavailable, BusConfigError, BusError, Message
+from certwatch.settings import KafkaSettings
+
+log = logging.getLogger("certwatch.bus.kafka")
+
+Headers = tuple[tuple[str, bytes], ...]
+Outgoing = tuple[str, str, bytes, Headers]
+"""One message to publish: (topic, key, value, headers)."""
+
+_POLL_MS: Final = 200  # how often a subscription looks at whether the bus was closed
+_MAX_RECORDS: Final = 500  # records handed out per fetch: bounds what one poll holds
+# A JoinGroup request legitimately waits on the broker until every member rejoins (Kafka also
+# delays the first join by group.initial.rebalance.delay.ms, 3 s); aiokafka applies the plain
+# request timeout to it, so a consumer never gets less than Kafka's own client default.
+_CONSUMER_MIN_REQUEST_TIMEOUT_MS: Final = 40_000
+
+
+class TopicNotFound(BusError):
+    retriable = True
+
+
+class AccessDenied(BusError):
+    retriable = False
+
+
+class MessageRejected(BusError):
+    retriable = False
+
+
+BusConfigurationError = BusConfigError
+__all__ = ["BrokerUnavailable", "BusConfigurationError", "BusError", "KafkaBus", "Message"]
+
+
+_UNAVAILABLE: Final = (
+    kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError,
+    kafka_errors.KafkaTimeoutError, kafka_errors.RequestTimedOutError,
+    kafka_errors.NoBrokersAvailable, kafka_errors.KafkaUnavailableError,
+    kafka_errors.LeaderNotAvailableError, kafka_errors.NotLeaderForPartitionError,
+    kafka_errors.BrokerNotAvailableError, kafka_errors.GroupCoordinatorNotAvailableError,
+    kafka_errors.NotEnoughReplicasError, kafka_errors.NotEnoughReplicasAfterAppendError,
+)
+_DENIED: Final = (
+    kafka_errors.AuthenticationFailedError, kafka_errors.AuthenticationMethodNotSupported,
+    kafka_errors.SaslAuthenticationFailed, kafka_errors.UnsupportedSaslMechanismError,
+    kafka_errors.TopicAuthorizationFailedError, kafka_errors.GroupAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+)
+_REJECTED: Final = (
+    kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTooLargeError,
+    kafka_errors.InvalidTopicError, kafka_errors.RecordListTooLargeError,
+)
+
+
+def translate(error: BaseException, doing: str) -> BusError:
+    """Our error for an aiokafka (or timeout) error raised while ``doing`` something."""
+    kind: type[BusError] = BusError
+    if isinstance(error, (TimeoutError, *_UNAVAILABLE)):
+        kind = BrokerUnavailable
+    elif isinstance(error, kafka_errors.UnknownTopicOrPartitionError):
+        kind = TopicNotFound
+    elif isinstance(error, _DENIED):
+        kind = AccessDenied
+    elif isinstance(error, _REJECTED):
+        kind = MessageRejected
+    detail = str(error) or type(error).__name__
+    result = kind(f"{doing}: {detail}")
+    if kind is BusError:
+        result.retriable = bool(getattr(error, "retriable", False))
+    return result
+
+
+def ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context of SSL/SASL_SSL: verifies the broker against ``ssl_cafile`` (else the
+    system store) and its name; presents the client certificate when one is set."""
+    if settings.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    try:
+        context = ssl.create_default_context(
+            cafile=None if settings.ssl_cafile is None else str(settings.ssl_cafile))
+        if settings.ssl_certfile is not None:
+            password = settings.ssl_password.get_secret_value() if settings.ssl_password else None
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile, password)
+    except (ssl.SSLError, OSError) as error:
+        raise BusConfigurationError(f"TLS settings: {error}") from error
+    return context
+
+
+def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
+    """Connection keyword arguments shared by aiokafka's producer, consumer and admin."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": list(settings.bootstrap_servers),
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+        "ssl_context": ssl_context(settings),
+    }
+    if settings.security_protocol.startswith("SASL_"):
+        assert settings.sasl_password is not None  # KafkaSettings checks it for SASL_*
+        kwargs |= {
+            "sasl_mechanism": settings.sasl_mechanism,
+            "sasl_plain_username": settings.sasl_username,
+            "sasl_plain_password": settings.sasl_password.get_secret_value(),
+        }
+    return kwargs
+
+
+def producer_kwargs(settings: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments of ``AIOKafkaProducer``."""
+    return client_kwargs(settings) | {
+        "acks": settings.acks,
+        "enable_idempotence": settings.enable_idempotence,
+        "compression_type": None if settings.compression == "none" else settings.compression,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.max_batch_size,
+    }
+
+
+def _to_message(record: Any) -> Message:
+    assert isinstance(record, ConsumerRecord)
+    key = b"" if record.key is None else bytes(record.key)
+    headers = tuple((name, b"" if value is None else bytes(value))
+                    for name, value in record.headers)
+    return Message(record.topic, key.decode("utf-8", "replace"), bytes(record.value or b""),
+                   record.partition, record.offset, headers)
+
+
+class KafkaBus:
+    """A :class:`~certwatch.bus.Bus` on a Kafka cluster.
+
+    Publishing starts the producer on first use (or call :meth:`start` to fail fast). Each
+    :meth:`subscribe` is one member of its consumer group; on one bus, every subscription of
+    a topic must use the same group, so :meth:`commit` knows which member a message is from.
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self._timeout = settings.request_timeout_ms / 1000
+        self._producer: Any = None
+        self._start_lock = asyncio.Lock()
+        self._group_of_topic: dict[str, str] = {}
+        self._consumers: list[tuple[str, Any]] = []
+        self._unavailable = False
+        self._closed = False
+
+    async def __aenter__(self) -> KafkaBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect the producer (idempotent).
+
+        :raises BrokerUnavailable: no broker answered; :raises BusConfigurationError: e.g.
+            the broker refuses idempotent producers.
+        """
+        async with self._start_lock:
+            if self._closed:
+                raise BusError("the bus is closed")
+            if self._producer is not None:
+                return
+            producer = AIOKafkaProducer(**producer_kwargs(self.settings))
+            try:
+                await producer.start()
+            except kafka_errors.KafkaError as error:
+                await producer.stop()
+                raise self._start_error(error) from error
+            self._producer = producer
+            log.info("connected to kafka %s as %s", ",".join(self.settings.bootstrap_servers),
+                     self.settings.client_id)
+
+    def _start_error(self, error: BaseException) -> BusError:
+        idempotence_refused = isinstance(
+            error, kafka_errors.UnknownError | kafka_errors.UnsupportedVersionError)
+        if self.settings.enable_idempotence and idempotence_refused:
+            return BusConfigurationError(
+                f"the broker refused an idempotent producer ({type(error).__name__}); brokers "
+                "without idempotence support (e.g. Tansu) need "
+                "CERTWATCH_KAFKA_ENABLE_IDEMPOTENCE=false")
+        return translate(error, f"connecting to {','.join(self.settings.bootstrap_servers)}")
+
+    async def publish(self, topic: str, key: str, value: bytes, headers: Headers = ()) -> None:
+        """Return once the broker acknowledged the message.
+
+        :raises BrokerUnavailable: no acknowledgement within ``request_timeout_ms``.
+        """
+        await self.publish_batch(((topic, key, value, headers),))
+
+    async def publish_batch(self, messages: Sequence[Outgoing]) -> None:
+        """Send every message, then wait for all acknowledgements (the throughput path).
+
+        :raises BusError: the first failure, after every send has finished; the others may
+            have been written (at-least-once: resending the batch can duplicate).
+        """
+        await self.start()
+        try:
+            pending = []
+            for topic, key, value, headers in messages:
+                async with asyncio.timeout(self._timeout):
+                    pending.append(await self._producer.send(
+                        topic, value, key=key.encode(), headers=list(headers)))
+            async with asyncio.timeout(self._timeout):
+                results = await asyncio.gather(*pending, return_exceptions=True)
+        except (TimeoutError, kafka_errors.KafkaError) as error:
+            raise self._publish_failed(error, len(messages)) from error
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            raise self._publish_failed(failures[0], len(messages), len(failures))
+        if self._unavailable:
+            self._unavailable = False
+            log.info("kafka broker reachable again; publishing resumed")
+
+    def _publish_failed(self, error: BaseException, total: int, failed: int = 0) -> BusError:
+        what = f"{failed} of {total} messages" if failed else f"publishing {total} message(s)"
+        result = translate(error, f"{what} not acknowledged within "
+                                  f"{self.settings.request_timeout_ms} ms")
+        if isinstance(result, BrokerUnavailable) and not self._unavailable:
+            self._unavailable = True  # said once per outage, not once per message
+            log.warning("kafka broker unavailable (%s); publishes fail until it is back",
+                        result)
+        return result
+
+    def subscribe(self, topics: Sequence[str], group: str) -> AsyncIterator[Message]:
+        """Messages of ``topics`` for ``group`` from the earliest uncommitted offset, until
+        the bus is closed. The consumer connects on the first iteration."""
+        for topic in topics:
+            known = self._group_of_topic.setdefault(topic, group)
+            if known != group:
+                raise ValueError(f"{topic} is already consumed by group {known!r} on this bus; "
+                                 "use one KafkaBus per consumer group")
+        return self._consume(tuple(topics), group)
+
+    async def _consume(self, topics: tuple[str, ...], group: str) -> AsyncIterator[Message]:
+        kwargs = client_kwargs(self.settings)
+        kwargs["request_timeout_ms"] = max(kwargs["request_timeout_ms"],
+                                           _CONSUMER_MIN_REQUEST_TIMEOUT_MS)
+        consumer = AIOKafkaConsumer(
+            *topics, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms, **kwargs)
+        member = (group, consumer)
+        self._consumers.append(member)
+        try:
+            try:
+                await consumer.start()
+            except kafka_errors.KafkaError as error:
+                raise translate(error, f"subscribing to {','.join(topics)}") from error
+            while not self._closed:
+                try:
+                    batches = await consumer.getmany(timeout_ms=_POLL_MS,
+                                                     max_records=_MAX_RECORDS)
+                except kafka_errors.ConsumerStoppedError:
+                    return  # close() stopped it under us
+                except kafka_errors.KafkaError as error:
+                    raise translate(error, f"consuming {','.join(topics)}") from error
+                for records in batches.values():
+                    for record in records:
+                        yield _to_message(record)
+        finally:
+            self._consumers.remove(member)
+            await consumer.stop()
+
+    async def commit(self, message: Message) -> None:
+        """Commit ``message.offset + 1`` for its partition in its topic's group.
+
+        A partition that moved to another member meanwhile (a rebalance) is not committed:
+        the new owner re-reads from the last commit, which at-least-once allows.
+        """
+        partition = TopicPartition(message.topic, message.partition)
+        group = self._group_of_topic.get(message.topic)
+        for member_group, consumer in self._consumers:
+            if member_group == group and partition in consumer.assignment():
+                try:
+                    # aiokafka retries a commit while the coordinator is unreachable, without
+                    # end: bound it like a publish.
+                    async with asyncio.timeout(self._timeout):
+                        await consumer.commit({partition: message.offset + 1})
+                except (kafka_errors.CommitFailedError, kafka_errors.IllegalStateError) as error:
+                    log.warning("commit of %s[%d]@%d skipped, the group rebalanced: %s",
+                                message.topic, message.partition, message.offset, error)
+                except (TimeoutError, kafka_errors.KafkaError) as error:
+                    raise translate(error, f"committing {message.topic}[{message.partition}]"
+                                           f"@{message.offset}") from error
+                return
+        log.debug("%s[%d] is no longer assigned here; commit of offset %d skipped",
+                  message.topic, message.partition, message.offset)
+
+    def assignments(self) -> list[frozenset[tuple[str, int]]]:
+        """The (topic, partition) pairs each running subscription owns right now."""
+        return [frozenset((tp.topic, tp.partition) for tp in consumer.assignment())
+                for _, consumer in self._consumers]
+
+    async def close(self) -> None:
+        """Flush and stop the producer, stop every consumer; subscriptions then end."""
+        self._closed = True
+        for _, consumer in list(self._consumers):
+            await consumer.stop()
+        async with self._start_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()

@@ -1,0 +1,196 @@
+"""The service commands: ``certwatch sensor``, ``certwatch processor``, ``certwatch topics``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import encodings.idna  # noqa: F401  (resolving broker names after dropping root needs it)
+import logging
+import sys
+from pathlib import Path
+
+from certwatch.bus import BusError
+from certwatch.bus.kafka import KafkaBus
+from certwatch.bus.mqtt import MqttAlertPublisher, parse_mqtt_url
+from certwatch.kafka_cli import add_kafka_flags, kafka_settings
+from certwatch.processor_service import run_processor
+from certwatch.publisher import SensorPublisher
+from certwatch.replay import summary
+from certwatch.sensor_service import (
+    capture_live,
+    publish_captures,
+    stop_on_signals,
+    until_stopped,
+)
+from certwatch.settings import SettingsError
+from certwatch.topics_admin import create_topics_lines
+from processors.engine import Processor
+from processors.policy import Policy
+from processors.policy_file import PolicyError, load_policy
+from processors.registry import DETECTORS
+from sensor.capture import open_live
+from sensor.config import SensorConfig
+from sensor.errors import CaptureError
+from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
+from sensor.sensor import Sensor
+
+log = logging.getLogger("certwatch")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+def add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sp = commands.add_parser(
+        "sensor", help="capture (interface or pcap) and publish events to Kafka",
+        description="Never blocks capture on the broker: events wait in a bounded queue and "
+        "the oldest are dropped (and counted) when the broker is away.")
+    source = sp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--interface", "-i", metavar="IF", help="capture live (AF_PACKET)")
+    source.add_argument("--pcap", nargs="+", metavar="FILE", help="publish capture files")
+    sp.add_argument("--bpf", default="tcp", help="capture filter (default: %(default)s)")
+    sp.add_argument("--speed", type=float, default=None,
+                    help="--pcap: pace by capture time (1.0 = as captured; default: as fast "
+                    "as possible)")
+    sp.add_argument("--sensor-name", default=None, help="observer.name (default: hostname)")
+    sp.add_argument("--user", default=None,
+                    help="drop to this user once the capture socket is open")
+    sp.add_argument("--allow-root", action="store_true",
+                    help="keep running as root (not recommended)")
+    sp.add_argument("--max-queued", type=int, default=100_000,
+                    help="events held while the broker is away (default: %(default)s)")
+    sp.add_argument("--foxio", action="store_true", help="JA4S/JA4X (FoxIO License 1.1)")
+    add_kafka_flags(sp)
+    sp.set_defaults(handler=cmd_sensor)
+
+    pp = commands.add_parser("processor", help="consume events, publish alerts (consumer group)")
+    pp.add_argument("--group", default="certwatch", help="consumer group (default: %(default)s)")
+    pp.add_argument("--policy", type=Path, default=None, help="policy YAML")
+    pp.add_argument("--mqtt", default=None, metavar="URL",
+                    help="also publish alerts to mqtt://[user@]host:1883/certwatch/alerts "
+                    "(password from CERTWATCH_MQTT_PASSWORD)")
+    add_kafka_flags(pp)
+    pp.set_defaults(handler=cmd_processor)
+
+    tp = commands.add_parser("topics", help="Kafka topics")
+    topic_commands = tp.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    tc = topic_commands.add_parser("create", help="create certwatch's topics (idempotent)")
+    tc.add_argument("--partitions", type=int, default=None)
+    tc.add_argument("--replication-factor", type=int, default=None)
+    tc.add_argument("--retention-ms", type=int, default=None)
+    add_kafka_flags(tc)
+    tc.set_defaults(handler=cmd_topics_create)
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"certwatch: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_sensor(args: argparse.Namespace) -> int:
+    try:
+        settings = kafka_settings(args)
+        capture = open_live(args.interface, bpf=args.bpf) if args.interface else None
+        if args.user:
+            drop_privileges(args.user)
+        if capture is not None:
+            refuse_root(args.allow_root)
+    except (SettingsError, CaptureError, PrivilegeError) as error:
+        return _fail(str(error))
+    config = SensorConfig(**({"name": args.sensor_name} if args.sensor_name else {}),
+                          foxio_fingerprints=args.foxio)
+    sensor = Sensor(config)
+    bus = KafkaBus(settings)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        # No bus.start() here: the broker may be down at start; the publisher's first
+        # publish connects, and failures are retried while capture goes on.
+        publisher = SensorPublisher(
+            bus, max_queued=args.max_queued,
+            drop_report=lambda n: sensor.report_drops(
+                "publish_dropped", "events dropped while the broker was unreachable", n))
+        publisher.start()
+        try:
+            if capture is not None:
+                work = asyncio.create_task(capture_live(capture, sensor, publisher, stop))
+                await until_stopped(work, stop)
+            else:
+                replay = asyncio.create_task(
+                    publish_captures(args.pcap, sensor, publisher, speed=args.speed))
+                if await until_stopped(replay, stop):
+                    report = replay.result()
+                    print(summary(report, sensor), file=sys.stderr)
+                    if report.failed:
+                        return EXIT_BAD_INPUT
+                else:
+                    for event in sensor.finish():
+                        publisher.offer(event)
+        finally:
+            await publisher.close()
+            await bus.close()
+            if capture is not None:
+                capture.close()
+        print(f"certwatch sensor: {publisher.published:,} events published, "
+              f"{publisher.dropped:,} dropped", file=sys.stderr)
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def cmd_processor(args: argparse.Namespace) -> int:
+    try:
+        settings = kafka_settings(args)
+        policy = load_policy(args.policy) if args.policy else Policy()
+        mqtt_settings = parse_mqtt_url(args.mqtt) if args.mqtt else None
+    except PolicyError as error:
+        return _fail("; ".join(error.problems))
+    except (SettingsError, ValueError) as error:
+        return _fail(str(error))
+    processor = Processor(policy, DETECTORS)
+    bus = KafkaBus(settings)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        mqtt = MqttAlertPublisher(mqtt_settings) if mqtt_settings is not None else None
+        try:
+            await bus.start()
+        except BusError as error:
+            return _fail(f"cannot reach the broker: {error}", EXIT_FAILURE)
+        if mqtt is not None:
+            await mqtt.start()
+        try:
+            service = await run_processor(bus, processor, group=args.group, mqtt=mqtt,
+                                          stop=stop)
+        finally:
+            if mqtt is not None:
+                await mqtt.close()
+            await bus.close()
+        print(f"certwatch processor: {processor.stats.events:,} events, "
+              f"{sum(processor.stats.alerts.values()):,} alerts, "
+              f"{service.dead_letters:,} dead letters", file=sys.stderr)
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    try:
+        settings = kafka_settings(args)
+    except SettingsError as error:
+        return _fail(str(error))
+    try:
+        lines = asyncio.run(create_topics_lines(
+            settings,
+            partitions=args.partitions or settings.topic_partitions,
+            replication=args.replication_factor or settings.topic_replication_factor,
+            retention_ms=args.retention_ms or settings.topic_retention_ms,
+        ))
+    except BusError as error:
+        return _fail(str(error), EXIT_FAILURE)
+    for line in lines:
+        print(line)
+    return EXIT_OK

@@ -1,0 +1,134 @@
+"""Between the sensor and the broker: a bounded queue that never blocks capture.
+
+The capture loop hands events over with :meth:`SensorPublisher.offer`, a plain function
+call that never waits. A background task drains the queue to the bus in batches. When the
+broker is away the queue fills up to its bound, then the oldest events are dropped and
+counted; the loss is logged once, and once the broker is back an anomaly event says how
+many events were lost. On shutdown :meth:`close` flushes what is held, within a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from certwatch.bus import Bus, BusError
+from certwatch.codec import encode
+from schemas.events import SensorEvent
+from schemas.topics import key_of, topic_of
+
+log = logging.getLogger("certwatch.publisher")
+
+Outgoing = tuple[str, str, bytes, tuple[tuple[str, bytes], ...]]
+
+
+class SensorPublisher:
+    """Publishes sensor events to a bus without ever making the caller wait."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        max_queued: int = 100_000,
+        batch_size: int = 500,
+        max_backoff: float = 5.0,
+        drop_report: Callable[[int], SensorEvent] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.max_queued = max_queued
+        self.batch_size = batch_size
+        self.max_backoff = max_backoff
+        self.drop_report = drop_report
+        self.published = 0
+        self.dropped = 0
+        self.failures = 0
+        self._unreported_drops = 0
+        self._queue: deque[Outgoing] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._broker_lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._drain(), name="sensor-publisher")
+
+    def offer(self, event: SensorEvent) -> None:
+        """Queue an event for the broker; drop the oldest one if the queue is full."""
+        self._queue.append((topic_of(event), key_of(event), encode(event), ()))
+        self._trim()
+        self._wakeup.set()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Flush what is queued (within ``timeout`` seconds), then stop. What could not be
+        delivered by then is counted as dropped."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                lost = len(self._queue)
+                self._queue.clear()
+                self.dropped += lost
+                log.error("shutting down with the broker unreachable: %d events not delivered",
+                          lost)
+
+    def _trim(self) -> None:
+        while len(self._queue) > self.max_queued:
+            self._queue.popleft()
+            self.dropped += 1
+            self._unreported_drops += 1
+
+    async def _drain(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            try:
+                await self._publish(batch)
+            except BusError as error:
+                self._requeue(batch, error)
+                if not error.retriable and self._closing:
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            backoff = 0.1
+            self.published += len(batch)
+            if self._broker_lost:
+                self._broker_lost = False
+                log.warning("broker reachable again; %d events were dropped meanwhile",
+                            self._unreported_drops)
+            if self._unreported_drops and self.drop_report is not None:
+                report = self.drop_report(self._unreported_drops)
+                self._unreported_drops = 0
+                self._queue.appendleft((topic_of(report), key_of(report), encode(report), ()))
+
+    async def _publish(self, batch: Sequence[Outgoing]) -> None:
+        publish_batch = getattr(self.bus, "publish_batch", None)
+        if publish_batch is not None:
+            await publish_batch(batch)
+            return
+        for topic, key, value, headers in batch:
+            await self.bus.publish(topic, key, value, headers)
+
+    def _requeue(self, batch: list[Outgoing], error: BusError) -> None:
+        self.failures += 1
+        if not self._broker_lost:
+            self._broker_lost = True
+            log.warning("cannot publish to the broker (%s); holding up to %d events, then "
+                        "dropping the oldest", error, self.max_queued)
+        self._queue.extendleft(reversed(batch))
+        self._trim()

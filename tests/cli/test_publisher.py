@@ -1,0 +1,117 @@
+"""The sensor's publisher: never blocks the capture, bounded, counts and reports its losses."""
+
+from __future__ import annotations
+
+import asyncio
+
+from certwatch.bus import BrokerUnavailable
+from certwatch.bus.memory import MemoryBus
+from certwatch.publisher import SensorPublisher
+from schemas.events import AnomalyEvent, SensorEvent
+from schemas.topics import ANOMALY_TOPIC, CERTIFICATE_TOPIC, HANDSHAKE_TOPIC
+from sensor.config import SensorConfig
+from sensor.sensor import Sensor
+from tests.support import DATA, read_frames, run_sensor
+
+
+class UnreachableBroker(MemoryBus):
+    """The in-memory twin with a switch to make the broker unreachable: the fault a real
+    broker shows when it is stopped (tests/integration does it with a real one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def publish(self, topic: str, key: str, value: bytes,
+                      headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+        if self.down:
+            raise BrokerUnavailable("connection refused")
+        await super().publish(topic, key, value, headers)
+
+
+def some_events() -> list[SensorEvent]:
+    return run_sensor(read_frames(DATA / "ja4" / "latest.pcapng"))
+
+
+async def collect(bus: MemoryBus, topics: list[str]) -> list[bytes]:
+    seen: list[bytes] = []
+    async for message in bus.subscribe(topics, "test"):
+        seen.append(message.value)
+    return seen
+
+
+async def test_events_reach_the_bus_in_order() -> None:
+    bus = MemoryBus()
+    reader = asyncio.create_task(collect(bus, [HANDSHAKE_TOPIC]))
+    await asyncio.sleep(0)
+    publisher = SensorPublisher(bus)
+    publisher.start()
+    events = some_events()
+    for event in events:
+        publisher.offer(event)
+    await publisher.close()
+    await bus.close()
+    handshakes = [e for e in events if e.event.dataset == "certwatch.tls.handshake"]
+    assert len(await reader) == len(handshakes) > 0
+    assert publisher.published == len(events) and publisher.dropped == 0
+
+
+async def test_a_missing_broker_never_blocks_offer_and_drops_the_oldest() -> None:
+    bus = UnreachableBroker()
+    bus.down = True
+    publisher = SensorPublisher(bus, max_queued=5, max_backoff=0.05)
+    publisher.start()
+    events = some_events()
+    assert len(events) > 5
+    for event in events:
+        publisher.offer(event)  # returns at once although nothing can be delivered
+    await asyncio.sleep(0.2)
+    assert publisher.queued == 5
+    assert publisher.dropped == len(events) - 5
+    reader = asyncio.create_task(collect(bus, [ANOMALY_TOPIC, HANDSHAKE_TOPIC,
+                                               CERTIFICATE_TOPIC]))
+    await asyncio.sleep(0)
+    bus.down = False  # the broker comes back
+    await publisher.close()
+    await bus.close()
+    delivered = await reader
+    assert publisher.queued == 0
+    assert len(delivered) == 5  # the five newest were held and delivered
+
+
+async def test_drops_are_reported_once_the_broker_is_back() -> None:
+    bus = UnreachableBroker()
+    sensor = Sensor(SensorConfig(name="t"))
+    publisher = SensorPublisher(
+        bus, max_queued=3, max_backoff=0.05,
+        drop_report=lambda n: sensor.report_drops(
+            "publish_dropped", "events dropped while the broker was unreachable", n),
+    )
+    reader = asyncio.create_task(collect(bus, [ANOMALY_TOPIC]))
+    await asyncio.sleep(0)
+    publisher.start()
+    bus.down = True
+    events = some_events()
+    for event in events:
+        publisher.offer(event)
+    await asyncio.sleep(0.1)
+    bus.down = False
+    await publisher.close()
+    await bus.close()
+    reports = [AnomalyEvent.model_validate_json(v) for v in await reader]
+    drops = [r for r in reports if r.certwatch.anomaly.kind == "publish_dropped"]
+    assert len(drops) == 1
+    assert drops[0].certwatch.anomaly.count == publisher.dropped == len(events) - 3
+    assert sensor.anomalies.totals["publish_dropped"] == publisher.dropped
+
+
+async def test_close_gives_up_after_its_deadline_and_counts_the_rest() -> None:
+    bus = UnreachableBroker()
+    bus.down = True
+    publisher = SensorPublisher(bus, max_backoff=0.05)
+    publisher.start()
+    events = some_events()
+    for event in events:
+        publisher.offer(event)
+    await publisher.close(timeout=0.2)
+    assert publisher.dropped == len(events) and publisher.published == 0

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
@@ -81,15 +82,29 @@ class TrustAnchors:
     skipped: int = 0
 
 
-def system_bundle() -> Path | None:
-    """certifi's bundle when ``certifi`` is importable, else the first OS bundle present."""
+def system_bundles() -> tuple[Path, ...]:
+    """certifi's bundle (when importable) and the first OS bundle present.
+
+    Both, because each lags the other: certifi follows Mozilla's removals promptly (it no
+    longer holds roots that were trusted when an older capture was made), while the OS
+    bundle keeps them longer; a root in either is a root the system trusts."""
+    bundles: list[Path] = []
     try:
         certifi = importlib.import_module("certifi")
     except ImportError:
         certifi = None
     if certifi is not None:
-        return Path(str(certifi.where()))
-    return next((path for path in OS_BUNDLES if path.is_file()), None)
+        bundles.append(Path(str(certifi.where())))
+    os_bundle = next((path for path in OS_BUNDLES if path.is_file()), None)
+    if os_bundle is not None:
+        bundles.append(os_bundle)
+    return tuple(bundles)
+
+
+def system_bundle() -> Path | None:
+    """The first system bundle, or None when there is none."""
+    bundles = system_bundles()
+    return bundles[0] if bundles else None
 
 
 def _pem_certificates(data: bytes) -> tuple[list[x509.Certificate], int]:
@@ -138,13 +153,18 @@ def _load_anchors(system: bool, ca_files: tuple[str, ...], _mtimes: tuple[int, .
     certificates: list[x509.Certificate] = []
     sources: list[str] = []
     skipped = 0
-    bundle = system_bundle() if system else None
-    if bundle is not None:
+    seen: set[bytes] = set()
+    for bundle in system_bundles() if system else ():
         try:
-            loaded, skipped = _pem_certificates(bundle.read_bytes())
+            loaded, refused = _pem_certificates(bundle.read_bytes())
         except OSError as exc:
             raise TrustStoreError(f"trust.system: cannot read {bundle}: {exc}") from exc
-        certificates += loaded
+        skipped += refused
+        for certificate in loaded:
+            fingerprint = certificate.fingerprint(hashes.SHA256())
+            if fingerprint not in seen:
+                seen.add(fingerprint)
+                certificates.append(certificate)
         sources.append(str(bundle))
     for name in ca_files:
         try:

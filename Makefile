@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLE ?= tests/data/ja4/latest.pcapng
 CORPUS ?= ../shared/corpus
 
-.PHONY: setup services run test lint corpus-check schemas clean
+.PHONY: setup services run test lint corpus-check schemas clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ lint: setup
 
 corpus-check: setup
 	$(BIN)/python -m tools.corpus_check $(CORPUS)
+
+# The sensor against tshark and the bare record loop on generated captures (cached in
+# bench/.cache/); BENCH_ARGS=--quick for a fast look. See bench/README.md.
+bench: setup
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 schemas: setup
 	$(BIN)/certwatch schema export schemas/json

@@ -3,14 +3,24 @@
 This is where numbers get names (registry), certificates get described (``sensor.x509``,
 cached by DER hash) and fingerprints get computed, once per handshake, off the per-packet
 path.
+
+Speed: building an event used to cost more than parsing the handshake (pydantic validation
+of every nested model, the registry lookups of every list, the JA4 variants). Most of an
+event repeats across handshakes: the same client software sends the same hello lists, a
+server sends the same chain. So the parts that are functions of those alone (the hello
+summaries with their fingerprints, each certificate's models, the ``tls.server`` block) are
+validated once and reused from bounded memo tables; the models are frozen, so sharing them
+between events is safe. The per-event models are still validated as before.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from schemas.base import Endpoint, EventFields, Network, NetworkInner, Observer, Vlan
 from schemas.events import (
@@ -47,6 +57,10 @@ from sensor.tls import registry
 from sensor.x509 import CertificateCache, CertificateInfo
 
 KEY_SHARE = 0x0033
+#: Entries kept in each memo table of the builder (see the module docstring). A full table is
+#: emptied and refilled, and the reset counted in ``EventBuilder.memo_resets``: the memos only
+#: save work, so dropping them never changes an event.
+MEMO_ENTRIES = 4096
 
 
 def utc(timestamp: float) -> datetime:
@@ -72,6 +86,45 @@ def _deciding_server_hello(record: SessionRecord) -> m.ServerHello | None:
     return record.server_hello or record.first_server_hello
 
 
+def _hello_key(ch: m.ClientHello) -> tuple[Hashable, ...]:
+    """Everything of a ClientHello that its summary (and JA3/JA4, the ciphers list of
+    ``tls.client``) is a function of."""
+    return (
+        ch.legacy_version, ch.cipher_suites, tuple([e.type for e in ch.extensions]),
+        ch.supported_versions, ch.supported_groups, ch.ec_point_formats,
+        ch.signature_algorithms, ch.alpn, len(ch.session_id), ch.sslv2_format,
+    )
+
+
+def _server_hello_key(sh: m.ServerHello) -> tuple[Hashable, ...]:
+    """Everything of a ServerHello that its summary and fingerprints are a function of."""
+    return (
+        sh.legacy_version, sh.selected_version, sh.cipher_suite,
+        tuple([e.type for e in sh.extensions]), sh.compression_method,
+        sh.is_hello_retry_request, sh.alpn,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _CertificateModels:
+    """One certificate's models, the same in every event that carries it."""
+
+    hashes: Hashes
+    x509: X509 | None
+    extra: CertificateExtra
+    chain_entry: ChainCertificate
+    der_base64: str
+
+
+@dataclass(frozen=True, slots=True)
+class _HelloModels:
+    """What a ClientHello's lists give: its summary, JA3 and the named cipher list."""
+
+    summary: ClientHelloSummary
+    ja3: str
+    supported_ciphers: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class HandshakeEvents:
     """A handshake event, the certificate events it brings, and its version for counting."""
@@ -89,6 +142,19 @@ class EventBuilder:
         self.observer = Observer(name=config.name)
         self.certificates = CertificateCache(config.certificate_cache_size)
         self._announced: dict[str, float] = {}
+        # Memo tables (module docstring), bounded by MEMO_ENTRIES each.
+        self.memo_resets = 0
+        self._cert_models: dict[str, _CertificateModels] = {}
+        self._hellos: dict[tuple[Hashable, ...], _HelloModels] = {}
+        self._server_hellos: dict[tuple[Hashable, ...], ServerHelloSummary] = {}
+        self._ja3s: dict[tuple[Hashable, ...], str] = {}
+        self._servers: dict[tuple[Hashable, ...], TlsServer] = {}
+
+    def _remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(table) >= MEMO_ENTRIES:
+            table.clear()
+            self.memo_resets += 1
+        table[key] = value
 
     # -- handshakes ------------------------------------------------------------------------
 
@@ -99,20 +165,22 @@ class EventBuilder:
         end = record.last_handshake_time or start
         server_chain = [self.certificates.describe(der) for der in record.server_certificates]
         client_chain = [self.certificates.describe(der) for der in record.client_certificates]
-        ja4x: dict[str, str | None] = {}
-        if self.config.foxio_fingerprints:
-            for der, info in zip((*record.server_certificates, *record.client_certificates),
-                                 (*server_chain, *client_chain), strict=True):
-                ja4x[info.sha256] = fingerprints.ja4x(der)
+        server_models = [self._certificate_models(der, info)
+                         for der, info in zip(record.server_certificates, server_chain,
+                                              strict=True)]
+        client_models = [self._certificate_models(der, info)
+                         for der, info in zip(record.client_certificates, client_chain,
+                                              strict=True)]
         ch, sh = record.client_hello, _deciding_server_hello(record)
         sni = ch.server_name if ch else None
-        tls = self._tls(record, server_chain, client_chain)
+        hello = self._hello_models(ch) if ch else None
+        tls = self._tls(record, hello, server_chain, server_models, client_models)
         detail = TlsDetail(
-            client_hello=self._client_hello(ch) if ch else None,
+            client_hello=hello.summary if hello else None,
             server_hello=self._server_hello(sh, record.first_server_hello or sh, ch)
             if sh else None,
-            server_chain=[self._chain_entry(info, ja4x) for info in server_chain],
-            client_chain=[self._chain_entry(info, ja4x) for info in client_chain],
+            server_chain=[models.chain_entry for models in server_models],
+            client_chain=[models.chain_entry for models in client_models],
             certificate_encrypted=record.server_hello is not None and registry.version_ecs(
                 record.server_hello.selected_version) == ("tls", "1.3"),
             key_exchange=self._key_exchange(record),
@@ -151,9 +219,9 @@ class EventBuilder:
             ),
         )
         certs = self._certificate_events(
-            start, server_ip, server_port, sni, ja4x,
-            [(Side.SERVER, list(zip(record.server_certificates, server_chain, strict=True))),
-             (Side.CLIENT, list(zip(record.client_certificates, client_chain, strict=True)))],
+            start, server_ip, server_port, sni,
+            [(Side.SERVER, list(zip(server_chain, server_models, strict=True))),
+             (Side.CLIENT, list(zip(client_chain, client_models, strict=True)))],
         )
         label = registry.version_name(sh.selected_version) if sh else "no ServerHello"
         return HandshakeEvents(event, certs, label)
@@ -161,31 +229,23 @@ class EventBuilder:
     def _tls(
         self,
         record: SessionRecord,
+        hello: _HelloModels | None,
         server_chain: list[CertificateInfo],
-        client_chain: list[CertificateInfo],
+        server_models: list[_CertificateModels],
+        client_models: list[_CertificateModels],
     ) -> Tls:
         ch, sh = record.client_hello, _deciding_server_hello(record)
+        client_leaf = client_models[0] if client_models else None
         client = TlsClient(
             server_name=ch.server_name if ch else None,
-            ja3=fingerprints.ja3(ch) if ch else None,
-            supported_ciphers=[registry.cipher_suite_name(c) for c in ch.cipher_suites]
-            if ch else [],
-            hash=self._hashes(client_chain[0]) if client_chain else None,
-            x509=self._x509(client_chain[0]) if client_chain else None,
-            certificate_chain=self._chain_der(record.client_certificates),
+            ja3=hello.ja3 if hello else None,
+            supported_ciphers=hello.supported_ciphers if hello else [],
+            hash=client_leaf.hashes if client_leaf else None,
+            x509=client_leaf.x509 if client_leaf else None,
+            certificate_chain=self._chain_der(client_models),
         )
-        leaf = server_chain[0] if server_chain else None
         first_sh = record.first_server_hello or sh
-        server = TlsServer(
-            ja3s=fingerprints.ja3s(first_sh) if first_sh else None,
-            hash=self._hashes(leaf) if leaf else None,
-            x509=self._x509(leaf) if leaf else None,
-            subject=leaf.subject if leaf else None,
-            issuer=leaf.issuer if leaf else None,
-            not_before=leaf.not_before if leaf else None,
-            not_after=leaf.not_after if leaf else None,
-            certificate_chain=self._chain_der(record.server_certificates),
-        )
+        server = self._tls_server(first_sh, server_chain, server_models)
         if sh is None:
             return Tls(established=record.established, client=client, server=server)
         protocol, version = registry.version_ecs(sh.selected_version)
@@ -203,10 +263,45 @@ class EventBuilder:
             server=server,
         )
 
-    def _chain_der(self, chain: tuple[bytes, ...]) -> list[str]:
+    def _tls_server(
+        self,
+        first_sh: m.ServerHello | None,
+        server_chain: list[CertificateInfo],
+        server_models: list[_CertificateModels],
+    ) -> TlsServer:
+        """``tls.server``: a function of the first ServerHello and the chain, memoised."""
+        ja3s = self._ja3s_of(first_sh) if first_sh else None
+        key = (ja3s, *[info.sha256 for info in server_chain])
+        server = self._servers.get(key)
+        if server is not None:
+            return server
+        leaf = server_chain[0] if server_chain else None
+        leaf_models = server_models[0] if server_models else None
+        server = TlsServer(
+            ja3s=ja3s,
+            hash=leaf_models.hashes if leaf_models else None,
+            x509=leaf_models.x509 if leaf_models else None,
+            subject=leaf.subject if leaf else None,
+            issuer=leaf.issuer if leaf else None,
+            not_before=leaf.not_before if leaf else None,
+            not_after=leaf.not_after if leaf else None,
+            certificate_chain=self._chain_der(server_models),
+        )
+        self._remember(self._servers, key, server)
+        return server
+
+    def _ja3s_of(self, sh: m.ServerHello) -> str:
+        key = _server_hello_key(sh)
+        ja3s = self._ja3s.get(key)
+        if ja3s is None:
+            ja3s = fingerprints.ja3s(sh)
+            self._remember(self._ja3s, key, ja3s)
+        return ja3s
+
+    def _chain_der(self, chain: list[_CertificateModels]) -> list[str]:
         if not self.config.include_chain_der:
             return []
-        return [base64.b64encode(der).decode("ascii") for der in chain]
+        return [models.der_base64 for models in chain]
 
     def _curve(self, record: SessionRecord) -> str | None:
         ske = record.server_key_exchange
@@ -225,7 +320,21 @@ class EventBuilder:
             return None
         return KeyExchange(dh_prime_bits=ske.dh_prime_bits if ske else None, named_group=curve)
 
+    def _hello_models(self, ch: m.ClientHello) -> _HelloModels:
+        """The summary, JA3 and named cipher list of a ClientHello, memoised by its lists."""
+        key = _hello_key(ch)
+        models = self._hellos.get(key)
+        if models is None:
+            models = _HelloModels(
+                summary=self._client_hello(ch),
+                ja3=fingerprints.ja3(ch),
+                supported_ciphers=[registry.cipher_suite_name(c) for c in ch.cipher_suites],
+            )
+            self._remember(self._hellos, key, models)
+        return models
+
     def _client_hello(self, ch: m.ClientHello) -> ClientHelloSummary:
+        ja4, ja4_r, ja4_o, ja4_ro = fingerprints.ja4_all(ch)
         return ClientHelloSummary(
             legacy_version=registry.version_name(ch.legacy_version),
             supported_versions=[registry.version_name(v) for v in ch.supported_versions],
@@ -240,17 +349,29 @@ class EventBuilder:
             session_id_length=len(ch.session_id),
             sslv2_format=ch.sslv2_format,
             ja3_string=fingerprints.ja3_string(ch),
-            ja4=fingerprints.ja4(ch),
-            ja4_r=fingerprints.ja4_r(ch),
-            ja4_o=fingerprints.ja4_o(ch),
-            ja4_ro=fingerprints.ja4_ro(ch),
+            ja4=ja4,
+            ja4_r=ja4_r,
+            ja4_o=ja4_o,
+            ja4_ro=ja4_ro,
         )
 
     def _server_hello(
         self, sh: m.ServerHello, first: m.ServerHello, ch: m.ClientHello | None
     ) -> ServerHelloSummary:
         """The ServerHello that settled the session, with the fingerprints of the ``first``
-        one the server sent (the HelloRetryRequest, if any; see ``SessionRecord``)."""
+        one the server sent (the HelloRetryRequest, if any; see ``SessionRecord``).
+        Memoised by what it is a function of."""
+        echoed = bool(ch and ch.session_id and ch.session_id == sh.session_id)
+        key = (_server_hello_key(sh), _server_hello_key(first), echoed)
+        summary = self._server_hellos.get(key)
+        if summary is None:
+            summary = self._new_server_hello(sh, first, echoed)
+            self._remember(self._server_hellos, key, summary)
+        return summary
+
+    def _new_server_hello(
+        self, sh: m.ServerHello, first: m.ServerHello, echoed: bool
+    ) -> ServerHelloSummary:
         return ServerHelloSummary(
             legacy_version=registry.version_name(sh.legacy_version),
             selected_version=registry.version_name(sh.selected_version),
@@ -259,7 +380,7 @@ class EventBuilder:
             extensions=[registry.extension_name(e.type) for e in sh.extensions],
             compression_method=sh.compression_method,
             hello_retry_request=sh.is_hello_retry_request,
-            session_id_echoed=bool(ch and ch.session_id and ch.session_id == sh.session_id),
+            session_id_echoed=echoed,
             ja3s_string=fingerprints.ja3s_string(first),
             ja4s=fingerprints.ja4s(first) if self.config.foxio_fingerprints else None,
         )
@@ -310,7 +431,30 @@ class EventBuilder:
             version_number=str(info.version) if info.version is not None else None,
         )
 
-    def _extra(self, info: CertificateInfo, ja4x: dict[str, str | None]) -> CertificateExtra:
+    def _certificate_models(self, der: bytes, info: CertificateInfo) -> _CertificateModels:
+        """A certificate's models, memoised by its SHA-256 (chains repeat)."""
+        models = self._cert_models.get(info.sha256)
+        if models is None:
+            ja4x = fingerprints.ja4x(der) if self.config.foxio_fingerprints else None
+            hashes, x509, extra = self._hashes(info), self._x509(info), self._extra(info, ja4x)
+            models = _CertificateModels(
+                hashes=hashes,
+                x509=x509,
+                extra=extra,
+                chain_entry=ChainCertificate(hash=hashes, x509=x509, certwatch=extra),
+                der_base64=base64.b64encode(der).decode("ascii"),
+            )
+            self._remember(self._cert_models, info.sha256, models)
+        return models
+
+    def _chain_entry(self, info: CertificateInfo, ja4x: dict[str, str | None]
+                     ) -> ChainCertificate:
+        """A chain entry built afresh, JA4X taken from ``ja4x`` by SHA-256 (the test helpers
+        of the processors build their events with it)."""
+        return ChainCertificate(hash=self._hashes(info), x509=self._x509(info),
+                                certwatch=self._extra(info, ja4x.get(info.sha256)))
+
+    def _extra(self, info: CertificateInfo, ja4x: str | None) -> CertificateExtra:
         return CertificateExtra(
             sha256=info.sha256,
             spki_sha256=info.spki_sha256,
@@ -323,13 +467,7 @@ class EventBuilder:
             san_email=list(info.san_email),
             san_uri=list(info.san_uri),
             parse_error=info.parse_error,
-            ja4x=ja4x.get(info.sha256),
-        )
-
-    def _chain_entry(self, info: CertificateInfo, ja4x: dict[str, str | None]
-                     ) -> ChainCertificate:
-        return ChainCertificate(
-            hash=self._hashes(info), x509=self._x509(info), certwatch=self._extra(info, ja4x)
+            ja4x=ja4x,
         )
 
     def _certificate_events(
@@ -338,12 +476,11 @@ class EventBuilder:
         server_ip: str,
         server_port: int,
         server_name: str | None,
-        ja4x: dict[str, str | None],
-        chains: list[tuple[Side, list[tuple[bytes, CertificateInfo]]]],
+        chains: list[tuple[Side, list[tuple[CertificateInfo, _CertificateModels]]]],
     ) -> list[CertificateEvent]:
         events = []
         for side, chain in chains:
-            for position, (der, info) in enumerate(chain):
+            for position, (info, models) in enumerate(chain):
                 if not self._first_sighting(info.sha256, timestamp):
                     continue
                 events.append(CertificateEvent(
@@ -357,10 +494,10 @@ class EventBuilder:
                         dataset="certwatch.tls.certificate",
                     ),
                     observer=self.observer,
-                    hash=self._hashes(info),
-                    x509=self._x509(info),
+                    hash=models.hashes,
+                    x509=models.x509,
                     certwatch=CertificateExtension(
-                        certificate=self._extra(info, ja4x),
+                        certificate=models.extra,
                         seen=CertificateSighting(
                             role=side.value,
                             position=position,
@@ -368,7 +505,7 @@ class EventBuilder:
                             server_port=server_port,
                             server_name=server_name,
                         ),
-                        der_base64=base64.b64encode(der).decode("ascii"),
+                        der_base64=models.der_base64,
                     ),
                 ))
         return events

@@ -27,7 +27,14 @@ from typing import NamedTuple
 
 from sensor.errors import CaptureError, DecodeError
 
-__all__ = ["SUPPORTED_LINKTYPES", "TcpSegment", "decode_frame", "format_addr"]
+__all__ = [
+    "ETH_IPV4_TCP_HEAD",
+    "SUPPORTED_LINKTYPES",
+    "TCP_PORTS_FLAGS",
+    "TcpSegment",
+    "decode_frame",
+    "format_addr",
+]
 
 # Link types (LINKTYPE_* numbers from the pcap link-type registry).
 LINKTYPE_NULL = 0  # BSD loopback, address family in the capturing host's byte order
@@ -87,6 +94,11 @@ _AF_INET6 = frozenset({10, 24, 28, 30})
 
 _IPV4 = struct.Struct("!BxH2xHxB2x4s4s")  # ver/ihl, total length, frag, proto, src, dst
 _ETH_IPV4 = struct.Struct("!H" + _IPV4.format[1:])  # EtherType, then the IPv4 fields
+#: For callers with their own fast path (``Sensor.process``): unpack, at offset 12 of an
+#: Ethernet frame, (EtherType, version/IHL, total length, fragment field, protocol, source,
+#: destination); and at a TCP header, (source port, destination port, data offset, flags).
+ETH_IPV4_TCP_HEAD = _ETH_IPV4.unpack_from
+TCP_PORTS_FLAGS = struct.Struct("!HH8xBB").unpack_from
 _IPV6 = struct.Struct("!IHBx16s16s")  # ver/class/flow, payload length, next header, src, dst
 _TCP = struct.Struct("!HHIIBB")  # ports, seq, ack, data offset, flags
 _U16 = struct.Struct("!H")

@@ -54,10 +54,14 @@ _JA4_VERSIONS = {
     0xFEFC: "d3",
 }
 _TRANSPORTS = frozenset("tqd")
+# The sixteen RFC 8701 GREASE values of 16-bit fields as a set, derived from the registry's
+# definition: one membership test per value instead of a function call.
+_GREASE = frozenset(v for v in range(0x10000) if is_grease(v))
 
 
 def _no_grease(values: Iterable[int]) -> list[int]:
-    return [v for v in values if not is_grease(v)]
+    grease = _GREASE
+    return [v for v in values if v not in grease]
 
 
 def _dec(values: Iterable[int]) -> str:
@@ -143,24 +147,32 @@ def _alnum(byte: int) -> bool:
 
 def _ja4_parts(ch: ClientHello, transport: str, *, original: bool) -> tuple[str, str, str]:
     """JA4's a section, cipher list and extension(+sigalg) list, unhashed."""
+    sorted_parts, original_parts = _ja4_both(ch, transport)
+    return original_parts if original else sorted_parts
+
+
+def _ja4_both(
+    ch: ClientHello, transport: str
+) -> tuple[tuple[str, str, str], tuple[str, str, str]]:
+    """JA4's unhashed parts for the sorted lists (JA4, JA4_r) and for the lists in wire order
+    (JA4_o, JA4_ro), sharing the a section and the GREASE filtering."""
     _check_transport(transport)
     ciphers = _no_grease(ch.cipher_suites)
-    extensions = _no_grease(ext.type for ext in ch.extensions)
+    extensions = _no_grease([ext.type for ext in ch.extensions])
     sni = "d" if _SNI in extensions else "i"
     alpn = alpn_chars(ch.alpn[0] if ch.alpn else None)
     a = (
         f"{transport}{_ja4_version(ch)}{sni}"
         f"{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}{alpn}"
     )
-    if not original:
-        # JA4.md: sorted, and SNI/ALPN left out as the a section already shows them.
-        ciphers = sorted(ciphers)
-        extensions = sorted(e for e in extensions if e not in (_SNI, _ALPN))
-    ext_text = _hex(extensions)
     sigalgs = _no_grease(ch.signature_algorithms)
-    if sigalgs:
-        ext_text = f"{ext_text}_{_hex(sigalgs)}"
-    return a, _hex(ciphers), ext_text
+    sigalg_text = f"_{_hex(sigalgs)}" if sigalgs else ""
+    # JA4.md: sorted, and SNI/ALPN left out as the a section already shows them.
+    sorted_exts = sorted(e for e in extensions if e not in (_SNI, _ALPN))
+    return (
+        (a, _hex(sorted(ciphers)), _hex(sorted_exts) + sigalg_text),
+        (a, _hex(ciphers), _hex(extensions) + sigalg_text),
+    )
 
 
 def _ja4_hashed(a: str, ciphers: str, extensions: str) -> str:
@@ -188,6 +200,18 @@ def ja4_o(ch: ClientHello, *, transport: str = "t") -> str:
 def ja4_ro(ch: ClientHello, *, transport: str = "t") -> str:
     """JA4_ro: the raw, wire-order JA4 string."""
     return "_".join(_ja4_parts(ch, transport, original=True))
+
+
+def ja4_all(ch: ClientHello, *, transport: str = "t") -> tuple[str, str, str, str]:
+    """(JA4, JA4_r, JA4_o, JA4_ro) of one ClientHello, its lists walked once: what the
+    event builder wants. Raises ValueError for a transport other than ``t``/``q``/``d``."""
+    sorted_parts, original_parts = _ja4_both(ch, transport)
+    return (
+        _ja4_hashed(*sorted_parts),
+        "_".join(sorted_parts),
+        _ja4_hashed(*original_parts),
+        "_".join(original_parts),
+    )
 
 
 # ---------------------------------------------------------------------------------------- JA4S

@@ -8,7 +8,7 @@ learnt from the SYN or, mid-stream, from who sends the ClientHello.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
 
 from sensor.reassembly import StreamReassembler
@@ -122,6 +122,11 @@ class FlowTable:
 
     def lookup(self, key: FlowKey) -> tuple[Flow, int] | None:
         return self._entries.get(key)
+
+    def entry_getter(self) -> Callable[[FlowKey], tuple[Flow, int] | None]:
+        """:meth:`lookup` without the method call, for the per-packet path: the bound
+        ``get`` of the table's dict (which is never replaced)."""
+        return self._entries.get
 
     def is_full(self) -> bool:
         return len(self._flows) >= self.max_flows

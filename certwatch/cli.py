@@ -11,9 +11,17 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
+from prometheus_client.registry import Collector
+
 from certwatch.bus.memory import MemoryBus
 from certwatch.cli_services import add_service_commands
 from certwatch.codec import encode
+from certwatch.metrics import (
+    ProcessorCollector,
+    SensorCollector,
+    add_metrics_flags,
+    start_metrics,
+)
 from certwatch.output import JsonLinesWriter
 from certwatch.progress import Progress
 from certwatch.replay import ReplayReport, replay, summary
@@ -64,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="leave certificate DER out of handshake events")
     rp.add_argument("--max-flows", type=int, default=DEFAULT_MAX_FLOWS,
                     help="flows tracked at once (default: %(default)s)")
+    rp.add_argument("--speed", type=float, default=None,
+                    help="pace by capture time (1.0 = as captured; default: as fast as "
+                    "possible)")
+    add_metrics_flags(rp)
     rp.set_defaults(handler=cmd_replay)
 
     pp = commands.add_parser("policy", help="the policy file")
@@ -124,29 +136,49 @@ def cmd_replay(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_BAD_INPUT
         processor = None if args.no_alerts else Processor(policy, DETECTORS)
-        report = asyncio.run(_run_replay(args.captures, sensor, processor, events, alerts))
+        report = asyncio.run(_run_replay(args, sensor, processor, events, alerts))
     print(summary(report, sensor, processor.stats if processor else None), file=sys.stderr)
     return EXIT_BAD_INPUT if report.failed else EXIT_OK
 
 
 async def _run_replay(
-    captures: Sequence[str],
+    args: argparse.Namespace,
     sensor: Sensor,
     processor: Processor | None,
     events: JsonLinesWriter,
     alerts: JsonLinesWriter,
 ) -> ReplayReport:
     """The whole pipeline in one process: sensor -> in-memory bus -> processors."""
-    if processor is None:
-        async def write_only(event: SensorEvent) -> None:
-            events.write(event)
-        return await replay(captures, sensor, write_only, Progress())
-    bus = MemoryBus()
+    service: ProcessorService | None = None
+    collectors: list[Collector] = [SensorCollector(sensor)]
+    if processor is not None:
+        collectors.append(ProcessorCollector(processor, lambda: service.dead_letters
+                                             if service is not None else 0))
+    metrics = await start_metrics(args, collectors, lambda: (True, "replaying"))
+    try:
+        if processor is None:
+            async def write_only(event: SensorEvent) -> None:
+                events.write(event)
+            return await replay(args.captures, sensor, write_only, Progress(), speed=args.speed)
+        bus = MemoryBus()
 
-    async def write_alert(alert: AlertEvent) -> None:
-        alerts.write(alert)
+        async def write_alert(alert: AlertEvent) -> None:
+            alerts.write(alert)
 
-    service = ProcessorService(processor, bus, on_alert=write_alert)
+        service = ProcessorService(processor, bus, on_alert=write_alert)
+        return await _replay_with_processors(args, sensor, bus, service, events)
+    finally:
+        if metrics is not None:
+            await metrics.close()
+
+
+async def _replay_with_processors(
+    args: argparse.Namespace,
+    sensor: Sensor,
+    bus: MemoryBus,
+    service: ProcessorService,
+    events: JsonLinesWriter,
+) -> ReplayReport:
     consumer = asyncio.create_task(service.run(service.subscribe()))
 
     async def publish(event: SensorEvent) -> None:
@@ -154,7 +186,7 @@ async def _run_replay(
         await bus.publish(topic_of(event), key_of(event), encode(event))
 
     try:
-        report = await replay(captures, sensor, publish, Progress())
+        report = await replay(args.captures, sensor, publish, Progress(), speed=args.speed)
     finally:
         await bus.close()
         await consumer

@@ -17,7 +17,8 @@ from sensor.sensor import Sensor
 
 log = logging.getLogger("certwatch.replay")
 
-PROGRESS_EVERY = 4096  # packets between progress redraw checks
+PROGRESS_EVERY = 4096  # packets between progress redraw checks (a power of two)
+PROGRESS_MASK = PROGRESS_EVERY - 1
 
 
 @dataclass(slots=True)
@@ -59,15 +60,17 @@ async def replay(
             continue
         report.captures += 1
         with reader:
+            # The per-packet loop: locals only, no property or pacing test per packet.
+            process, queue, drain = sensor.process, sensor.queue, sensor.drain
             for count, (timestamp, linktype, data) in enumerate(reader, 1):
                 if pacer is not None:
                     await pacer.wait_until(timestamp)
-                sensor.process(timestamp, linktype, data)
-                if sensor.pending:
-                    for event in sensor.drain():
+                process(timestamp, linktype, data)
+                if queue:
+                    for event in drain():
                         await emit(event)
                         report.events += 1
-                if count % PROGRESS_EVERY == 0:
+                if not count & PROGRESS_MASK:
                     await asyncio.sleep(0)
                     if progress is not None:
                         progress.update(path, reader.bytes_read, reader.bytes_total,

@@ -17,6 +17,12 @@ from sensor.session import Side, TlsSession
 FlowKey = tuple[bytes, bytes, int, int, tuple[int, ...]]
 """(source address, destination address, source port, destination port, VLAN ids)."""
 
+# Shared placeholders of the per-direction lists a flow only sometimes needs; never written
+# (Flow.own_prefix / Flow.own_held replace them with the flow's own lists first).
+NO_PREFIX: list[bytes] = [b"", b""]
+NO_START: list[int] = [0, 0]
+NOTHING_HELD: list[tuple[int, bytes] | None] = [None, None]
+
 
 class FlowState(Enum):
     DETECTING = "detecting"  # looking at the first payloads for a TLS hello
@@ -29,7 +35,6 @@ class Flow:
     """One TCP connection. Holds parsing state only while the handshake is in progress."""
 
     __slots__ = (
-        "addresses",
         "bytes",
         "client_direction",
         "detect_segments",
@@ -42,7 +47,6 @@ class Flow:
         "last_seen",
         "next_seq",
         "packets",
-        "ports",
         "prefix",
         "prefix_start",
         "reassemblers",
@@ -55,8 +59,6 @@ class Flow:
     def __init__(self, key: FlowKey, timestamp: float) -> None:
         src, dst, sport, dport, vlans = key
         self.keys = (key, (dst, src, dport, sport, vlans))
-        self.addresses = (src, dst)
-        self.ports = (sport, dport)
         self.vlans = vlans
         self.first_seen = timestamp
         self.last_seen = timestamp
@@ -70,19 +72,42 @@ class Flow:
         self.detect_segments = 0
         # The first bytes of the current payload run per direction, so a hello cut into
         # segments of a few bytes is still recognised (RFC 793 allows any segmentation).
-        self.prefix: list[bytes] = [b"", b""]
-        self.prefix_start = [0, 0]
+        # Memory: these and ``held`` are the shared, never-mutated NO_PREFIX / NO_START /
+        # NOTHING_HELD until the flow needs its own (``own_prefix``, ``own_held``).
+        self.prefix: list[bytes] = NO_PREFIX
+        self.prefix_start: list[int] = NO_START
         # Segments that arrived ahead of a hole while detecting (direction, seq, payload):
         # replayed into the reassembler if a hello is found. Allocated only when needed.
         self.early: list[tuple[int, int, bytes]] | None = None
-        self.fins = [False, False]
+        self.fins = 0  # bit 1 << direction: that direction sent FIN
         # Per direction, a segment of zero bytes held back while the handshake is parsed
         # (seq, payload), until the next segment says whether it was data or ACK padding.
-        self.held: list[tuple[int, bytes] | None] = [None, None]
+        self.held: list[tuple[int, bytes] | None] = NOTHING_HELD
         self.is_tls = False
         self.session: TlsSession | None = None
         self.session_start = timestamp
         self.reassemblers: list[StreamReassembler] | None = None
+
+    @property
+    def addresses(self) -> tuple[bytes, bytes]:
+        """(address of direction 0's sender, address of direction 1's sender)."""
+        return self.keys[0][0], self.keys[0][1]
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        return self.keys[0][2], self.keys[0][3]
+
+    def own_prefix(self) -> None:
+        """Give the flow its own ``prefix`` and ``prefix_start`` lists before writing them."""
+        if self.prefix is NO_PREFIX:
+            self.prefix = [b"", b""]
+            self.prefix_start = [0, 0]
+
+    def own_held(self) -> list[tuple[int, bytes] | None]:
+        """The flow's own ``held`` list, to write into."""
+        if self.held is NOTHING_HELD:
+            self.held = [None, None]
+        return self.held
 
     def side(self, direction: int) -> Side:
         """The TLS role of the sender in ``direction`` (the client is known once a session
@@ -99,9 +124,10 @@ class Flow:
         """Free everything the handshake needed; from now on the flow is only counted."""
         self.session = None
         self.reassemblers = None
-        self.prefix = [b"", b""]
+        self.prefix = NO_PREFIX
+        self.prefix_start = NO_START
         self.early = None
-        self.held = [None, None]
+        self.held = NOTHING_HELD
         if self.state is not FlowState.CLOSED:
             self.state = FlowState.COUNTING
 

@@ -26,6 +26,7 @@ __all__ = ["FAR_WINDOW", "StreamReassembler"]
 FAR_WINDOW = 1 << 30
 _MOD = 1 << 32
 _HALF = 1 << 31
+_NONE_HELD: list[int] = []
 
 
 class StreamReassembler:
@@ -62,9 +63,12 @@ class StreamReassembler:
         self._next_seq: int | None = None  # sequence number of stream offset ``delivered``
         # Out-of-order pieces, disjoint and sorted by stream offset: parallel lists of
         # start offsets, end offsets and bytes (at most max_out_of_order_segments long).
-        self._starts: list[int] = []
-        self._ends: list[int] = []
-        self._pieces: list[bytes] = []
+        # While nothing is held they are the shared, never-mutated _NONE_HELD (memory: two
+        # reassemblers per handshake in flight, and most streams arrive in order); _hold
+        # gives the reassembler its own lists before inserting.
+        self._starts: list[int] = _NONE_HELD
+        self._ends: list[int] = _NONE_HELD
+        self._pieces: list[bytes] = _NONE_HELD  # type: ignore[assignment]
 
     def set_initial_sequence(self, isn: int) -> None:
         """Anchor the stream on a SYN's sequence number: the first data byte is ``isn + 1``.
@@ -140,6 +144,8 @@ class StreamReassembler:
 
         ``bounded=False`` is for data at the delivery point, which is drained right away.
         """
+        if self._starts is _NONE_HELD:
+            self._starts, self._ends, self._pieces = [], [], []
         starts, ends, pieces = self._starts, self._ends, self._pieces
         end = start + len(payload)
         # Cut [start, end) around the held pieces it overlaps: earlier data wins.

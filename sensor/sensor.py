@@ -26,7 +26,7 @@ from sensor.decode import (
     decode_frame,
 )
 from sensor.errors import DecodeError, ParseError
-from sensor.flows import Flow, FlowKey, FlowState, FlowTable
+from sensor.flows import NO_PREFIX, NO_START, Flow, FlowKey, FlowState, FlowTable
 from sensor.reassembly import StreamReassembler
 from sensor.session import Side, TlsSession
 
@@ -116,9 +116,17 @@ class Sensor:
     def pending(self) -> int:
         return len(self._events)
 
+    @property
+    def queue(self) -> list[SensorEvent]:
+        """The list events are appended to, the same object for the sensor's lifetime (a
+        replay loop tests it for emptiness per packet instead of calling :attr:`pending`).
+        Read-only for callers: take events with :meth:`drain`."""
+        return self._events
+
     def drain(self) -> list[SensorEvent]:
         """The events produced since the last call, in the order they happened."""
-        events, self._events = self._events, []
+        events = self._events[:]
+        self._events.clear()
         return events
 
     def process(self, timestamp: float, linktype: int, data: bytes) -> None:
@@ -251,8 +259,8 @@ class Sensor:
         if flags & RST:
             reason = "rst"
         else:
-            flow.fins[direction] = True
-            if not all(flow.fins):
+            flow.fins |= 1 << direction
+            if flow.fins != 3:
                 return
             reason = "fin"
         if flow.state is FlowState.HANDSHAKE:
@@ -281,6 +289,7 @@ class Sensor:
                 return
             if not seq_after(end, expected):
                 return  # a retransmission of bytes already looked at
+        flow.own_prefix()
         prefix = flow.prefix[direction]
         if prefix and seq == (flow.prefix_start[direction] + len(prefix)) & SEQ_MASK:
             prefix += payload
@@ -325,12 +334,12 @@ class Sensor:
         if other_prefix and len(other_prefix) <= MAX_ACK_PADDING and not any(other_prefix):
             # Zeros the other side sent so far, on a SYN-ACK or ACK: maybe padding (see
             # is_ack_padding), held until its next data says.
-            flow.held[other] = (flow.prefix_start[other], other_prefix)
+            flow.own_held()[other] = (flow.prefix_start[other], other_prefix)
         elif other_prefix:
             self._add_payload(flow, other, flow.prefix_start[other], other_prefix, timestamp)
         for early_direction, early_seq, early_payload in flow.early or ():
             self._add_payload(flow, early_direction, early_seq, early_payload, timestamp)
-        flow.prefix = [b"", b""]
+        flow.prefix, flow.prefix_start = NO_PREFIX, NO_START
         flow.early = None
 
     @staticmethod
@@ -356,7 +365,7 @@ class Sensor:
             if held[0] != segment.seq:
                 self._add_payload(flow, direction, held[0], held[1], timestamp)
         if is_ack_padding(segment.flags, payload):
-            flow.held[direction] = (segment.seq, payload)
+            flow.own_held()[direction] = (segment.seq, payload)
             return
         self._add_payload(flow, direction, segment.seq, payload, timestamp)
 

@@ -16,7 +16,8 @@ When is a handshake over? (RFC 5246 7.3, RFC 8446 2)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass
 from enum import Enum
 
 from sensor.errors import ParseError
@@ -48,7 +49,12 @@ def is_tls13(version: int) -> bool:
 
 @dataclass(slots=True)
 class SessionRecord:
-    """Everything seen of one handshake; frozen into an event by ``sensor.build``."""
+    """Everything seen of one handshake; frozen into an event by ``sensor.build``.
+
+    Memory: a sensor holds one of these per connection in its handshake (100,000 at once on
+    a busy tap), so the sequences are tuples, replaced when they grow (they rarely hold
+    more than one or two items), not a list or set each.
+    """
 
     client_hello: m.ClientHello | None = None
     server_hello: m.ServerHello | None = None
@@ -60,7 +66,7 @@ class SessionRecord:
     server_certificates: tuple[bytes, ...] = ()
     client_certificates: tuple[bytes, ...] = ()
     server_key_exchange: m.ServerKeyExchange | None = None
-    alerts: list[tuple[Side, m.AlertMessage]] = field(default_factory=list)
+    alerts: tuple[tuple[Side, m.AlertMessage], ...] = ()
     client_hello_time: float | None = None
     server_hello_time: float | None = None
     last_handshake_time: float | None = None
@@ -70,28 +76,88 @@ class SessionRecord:
     parse_error: str | None = None
     # What the parsers tolerated (``ClientHello.irregularities``), in the order seen; the
     # sensor counts each as an anomaly while the handshake goes on.
-    irregularities: list[str] = field(default_factory=list)
-    record_versions: set[int] = field(default_factory=set)
+    irregularities: tuple[str, ...] = ()
+    # Record-layer versions seen in either direction; filled in when the session ends.
+    record_versions: frozenset[int] = frozenset()
+
+
+#: Certificate message bodies already split into their DER certificates, by the body's
+#: SHA-256 and the TLS 1.3 flag: a server sends the same chain on every connection, so the
+#: chain is parsed once and every session holding it shares the same ``bytes`` objects
+#: (100,000 handshakes in flight would otherwise hold 100,000 copies of the same chain).
+#: Bounded by entries and by the bytes of the chains held; a full table is emptied.
+CHAIN_CACHE_ENTRIES = 1024
+CHAIN_CACHE_BYTES = 8 * 1024 * 1024
+_chains: dict[tuple[bytes, bool], tuple[bytes, ...]] = {}
+_chain_bytes = 0
+
+
+def _certificate_chain(body: bytes, tls13: bool) -> tuple[bytes, ...]:
+    """``parse_certificate(body).certificates``, shared with earlier sessions that received
+    the same body (same errors: a body that does not parse is never cached)."""
+    global _chain_bytes
+    key = (hashlib.sha256(body).digest(), tls13)
+    chain = _chains.get(key)
+    if chain is not None:
+        return chain
+    chain = parse_certificate(body, tls13=tls13).certificates
+    if len(_chains) >= CHAIN_CACHE_ENTRIES or _chain_bytes + len(body) > CHAIN_CACHE_BYTES:
+        _chains.clear()
+        _chain_bytes = 0
+    if len(body) <= CHAIN_CACHE_BYTES:
+        _chains[key] = chain
+        _chain_bytes += len(body)
+    return chain
+
+
+_CLIENT, _SERVER = Side.CLIENT, Side.SERVER
+# Bits of TlsSession._ccs: who has sent ChangeCipherSpec, and whether the parsers were
+# switched to TLS 1.3 record handling (set_tls13), which a parser created later inherits.
+_CCS_CLIENT, _CCS_SERVER, _TLS13_PARSERS = 1, 2, 4
+_CCS_BOTH = _CCS_CLIENT | _CCS_SERVER
 
 
 class TlsSession:
-    """Feeds both directions' bytes through record parsers and tracks the handshake."""
+    """Feeds both directions' bytes through record parsers and tracks the handshake.
 
-    __slots__ = ("_ccs", "_encrypted_records", "_parsers", "done", "record")
+    A direction's record parser is created when that side first sends (a server that never
+    answers costs none) and dropped when the session ends.
+    """
+
+    __slots__ = ("_ccs", "_client", "_client_records", "_server", "_server_records", "done",
+                 "record")
 
     def __init__(self) -> None:
         self.record = SessionRecord()
         self.done = False
-        self._parsers = {Side.CLIENT: TlsRecordParser(), Side.SERVER: TlsRecordParser()}
-        self._ccs: set[Side] = set()
-        self._encrypted_records = {Side.CLIENT: 0, Side.SERVER: 0}
+        self._client: TlsRecordParser | None = None
+        self._server: TlsRecordParser | None = None
+        self._ccs = 0  # _CCS_CLIENT, _CCS_SERVER, _TLS13_PARSERS bits
+        self._client_records = 0  # encrypted records seen per side
+        self._server_records = 0
+
+    def _parser(self, side: Side) -> TlsRecordParser:
+        if side is _CLIENT:
+            if self._client is None:
+                self._client = self._new_parser()
+            return self._client
+        if self._server is None:
+            self._server = self._new_parser()
+        return self._server
+
+    def _new_parser(self) -> TlsRecordParser:
+        parser = TlsRecordParser()
+        if self._ccs & _TLS13_PARSERS:
+            # What _on_server_hello did to the parsers that existed then.
+            parser.set_tls13()
+        return parser
 
     def feed(self, side: Side, data: bytes, timestamp: float) -> None:
         """Parse ``data`` sent by ``side``. A parse error ends the session (``done``) and is
         re-raised for the caller to count; nothing else escapes."""
         if self.done or not data:
             return
-        parser = self._parsers[side]
+        parser = self._parser(side)
         try:
             items, record_error = parser.feed_until_error(data)
             for item in items:
@@ -104,8 +170,6 @@ class TlsSession:
             self.record.parse_error = f"{side.value}: {error}"
             self._finish("parse_error")
             raise
-        finally:
-            self.record.record_versions |= parser.record_versions
 
     def close(self, reason: str) -> None:
         """The flow ended (FIN, RST, idle timeout, eviction, end of capture) before the
@@ -120,44 +184,54 @@ class TlsSession:
     def _finish(self, reason: str) -> None:
         self.done = True
         self.record.ended_by = reason
+        versions: set[int] = set()
+        for parser in (self._client, self._server):
+            if parser is not None:
+                versions |= parser.record_versions
+        self.record.record_versions = frozenset(versions)
+        self._client = self._server = None
 
     def _on_item(self, side: Side, item: m.TlsItem, timestamp: float) -> None:
         if isinstance(item, m.HandshakeMessage):
             self._on_handshake(side, item, timestamp)
+        elif isinstance(item, m.EncryptedRecord):
+            self._on_encrypted(side, item, timestamp)
         elif isinstance(item, m.SSLv2ClientHello):
             self._on_client_hello(item.client_hello, timestamp)
         elif isinstance(item, m.ChangeCipherSpecMessage):
-            self._ccs.add(side)
+            self._ccs |= _CCS_CLIENT if side is _CLIENT else _CCS_SERVER
             sh = self.record.server_hello
-            if (side is Side.SERVER and sh is not None and not is_tls13(sh.selected_version)
+            if (side is _SERVER and sh is not None and not is_tls13(sh.selected_version)
                     and not self.record.server_certificates):
                 # RFC 5246 7.3 abbreviated handshake: the server's CCS follows its
                 # ServerHello directly when it resumes a session. (TLS 1.3's CCS is only
                 # middlebox camouflage, RFC 8446 D.4.)
                 self.record.resumed = True
         elif isinstance(item, m.AlertMessage):
-            self.record.alerts.append((side, item))
+            self.record.alerts += ((side, item),)
             if item.level == FATAL:
                 self._finish("alert")
-        elif isinstance(item, m.EncryptedRecord):
-            self._on_encrypted(side, item, timestamp)
 
     def _on_encrypted(self, side: Side, item: m.EncryptedRecord, timestamp: float) -> None:
-        self._encrypted_records[side] += 1
+        if side is _CLIENT:
+            self._client_records += 1
+        else:
+            self._server_records += 1
         sh = self.record.server_hello
         if sh is None:
             return
         if item.content_type == SSLV2_RECORD:
             # SSLv2 (RFC 6101 E, the SSLv2 draft): after the SERVER-HELLO both sides' next
             # records (CLIENT-MASTER-KEY, then encrypted FINISHED) complete the handshake.
-            if all(self._encrypted_records.values()):
+            if self._client_records and self._server_records:
                 self._established(timestamp)
         elif is_tls13(sh.selected_version):
             # The client's first encrypted record after the server's flight is its Finished
             # (a middlebox-compatibility CCS is not a record the parser reports as encrypted).
-            if side is Side.CLIENT and self._encrypted_records[Side.SERVER] > 0:
+            if side is _CLIENT and self._server_records > 0:
                 self._established(timestamp)
-        elif self._ccs == {Side.CLIENT, Side.SERVER} and all(self._encrypted_records.values()):
+        elif (self._ccs & _CCS_BOTH == _CCS_BOTH and self._client_records
+              and self._server_records):
             self._established(timestamp)
         else:
             self.record.last_handshake_time = timestamp
@@ -188,7 +262,8 @@ class TlsSession:
                 )
 
     def _on_client_hello(self, hello: m.ClientHello, timestamp: float) -> None:
-        self.record.irregularities.extend(hello.irregularities)
+        if hello.irregularities:
+            self.record.irregularities += hello.irregularities
         # After a HelloRetryRequest the client sends a second ClientHello; the first one is
         # what the client offered unprompted and what JA3/JA4 describe, so it is kept.
         if self.record.client_hello is None:
@@ -203,8 +278,7 @@ class TlsSession:
             # follows in clear, after a dummy ChangeCipherSpec that must not be taken for
             # the start of encryption.
             self.record.hello_retry_request = True
-            for parser in self._parsers.values():
-                parser.set_tls13()
+            self._set_tls13()
             return
         self.record.server_hello = hello
         self.record.server_hello_time = timestamp
@@ -218,14 +292,19 @@ class TlsSession:
                 self.record.resumed = True  # pre_shared_key accepted (RFC 8446 4.2.11)
             # Everything after this is encrypted in records of outer type
             # application_data (RFC 8446 5.2); a ChangeCipherSpec is only camouflage (D.4).
-            for parser in self._parsers.values():
+            self._set_tls13()
+
+    def _set_tls13(self) -> None:
+        self._ccs |= _TLS13_PARSERS
+        for parser in (self._client, self._server):
+            if parser is not None:
                 parser.set_tls13()
 
     def _on_certificate(self, side: Side, body: bytes) -> None:
         sh = self.record.server_hello
         tls13 = sh is not None and is_tls13(sh.selected_version)
-        chain = parse_certificate(body, tls13=tls13).certificates
-        if side is Side.SERVER:
+        chain = _certificate_chain(body, tls13)
+        if side is _SERVER:
             self.record.server_certificates = chain
         else:
             self.record.client_certificates = chain

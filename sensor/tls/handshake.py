@@ -13,6 +13,8 @@ RFC 6066 (server_name), RFC 7301 (ALPN), RFC 8422 (EC), RFC 6101 appendix E (SSL
 
 from __future__ import annotations
 
+import struct
+
 from sensor.errors import HandshakeError
 from sensor.tls.messages import (
     CertificateMessage,
@@ -154,7 +156,7 @@ def _u16_vector(data: bytes, len_size: int, what: str) -> tuple[int, ...]:
     return _u16_list(body, what)
 
 
-def parse_client_hello(body: bytes) -> ClientHello:
+def _checked_client_hello(body: bytes) -> ClientHello:
     """Parse a ClientHello body (RFC 8446 4.1.2, RFC 5246 7.4.1.2).
 
     Returns a :class:`ClientHello` with the raw fields and the decoded server_name,
@@ -232,7 +234,7 @@ def is_draft_server_hello_version(version: int) -> bool:
     return version >> 8 in (0x7F, 0xFB) and (version & 0xFF) < 22
 
 
-def parse_server_hello(body: bytes) -> ServerHello:
+def _checked_server_hello(body: bytes) -> ServerHello:
     """Parse a ServerHello or HelloRetryRequest body (RFC 8446 4.1.3, RFC 5246 7.4.1.3),
     including the early-draft layout (see :func:`is_draft_server_hello_version`), which
     gives an empty ``session_id`` and ``compression_method`` 0.
@@ -280,7 +282,7 @@ def parse_server_hello(body: bytes) -> ServerHello:
     )
 
 
-def parse_certificate(body: bytes, *, tls13: bool) -> CertificateMessage:
+def _checked_certificate(body: bytes, *, tls13: bool) -> CertificateMessage:
     """Parse a Certificate body: RFC 5246 7.4.2 or, with ``tls13``, RFC 8446 4.4.2
     (request context, then entries each with their own extensions, which are skipped).
 
@@ -410,3 +412,312 @@ def parse_sslv2_server_hello(body: bytes) -> tuple[ServerHello, CertificateMessa
     )
     certs = (cert,) if cert and cert_type == 1 else ()
     return hello, CertificateMessage(certs)
+
+
+# --------------------------------------------------------------------------------------
+# Fast paths. A hello is parsed once per connection, on the sensor's busiest path after
+# the per-packet one; reading it through ``_Reader`` costs a method call per field. The
+# functions below read the same grammar with plain index arithmetic and return ``None``
+# at the first thing that does not fit; the public parsers then run the checked parsers
+# above on the same bytes, which raise the error naming the field. So a well-formed
+# message takes the fast path and a malformed one gives exactly the error it always did.
+
+#: Interning (memory, not speed): a sensor holds the hellos of every handshake in flight
+#: (100,000 at once on a busy tap), and the same client software sends the same lists and
+#: most of the same extensions every time. Equal values are shared through these bounded
+#: tables (emptied when full: they only save memory, so forgetting never changes a result).
+#: Extensions whose body is unique per connection are not interned.
+INTERN_ENTRIES = 4096
+_tuples: dict[tuple[int, ...], tuple[int, ...]] = {}
+_extensions_seen: dict[tuple[int, bytes], Extension] = {}
+_UNIQUE_EXTENSIONS = frozenset({0x0015, 0x0023, 0x0029, 0x0033})  # padding, ticket, PSK, key
+
+
+def _shared(values: tuple[int, ...]) -> tuple[int, ...]:
+    """``values``, or the equal tuple interned earlier."""
+    if len(_tuples) >= INTERN_ENTRIES:
+        _tuples.clear()
+    return _tuples.setdefault(values, values)
+
+
+def _extension(ext_type: int, data: bytes) -> Extension:
+    if ext_type in _UNIQUE_EXTENSIONS:
+        return Extension(ext_type, data)
+    key = (ext_type, data)
+    ext = _extensions_seen.get(key)
+    if ext is None:
+        if len(_extensions_seen) >= INTERN_ENTRIES:
+            _extensions_seen.clear()
+        ext = _extensions_seen[key] = Extension(ext_type, data)
+    return ext
+
+
+def _fast_u16s(data: bytes, start: int, end: int) -> tuple[int, ...] | None:
+    """The big-endian 16-bit values in ``data[start:end]``, or None for an odd length."""
+    if (end - start) & 1:
+        return None
+    return _shared(struct.unpack_from(f">{(end - start) >> 1}H", data, start))
+
+
+def _fast_u16_vector(data: bytes, len_size: int) -> tuple[int, ...] | None:
+    """``_u16_vector`` without the errors: a length-prefixed list filling ``data``."""
+    if len(data) < len_size:
+        return None
+    n = data[0] if len_size == 1 else (data[0] << 8) | data[1]
+    if len_size + n != len(data):
+        return None
+    return _fast_u16s(data, len_size, len(data))
+
+
+def _fast_extensions(body: bytes, pos: int) -> tuple[Extension, ...] | None:
+    """The extensions block from ``pos`` to the end of ``body`` (absent when ``pos`` is the
+    end), or None if it does not fill the body exactly."""
+    end = len(body)
+    if pos == end:
+        return ()
+    if pos + 2 > end or pos + 2 + ((body[pos] << 8) | body[pos + 1]) != end:
+        return None
+    pos += 2
+    out: list[Extension] = []
+    while pos < end:
+        if pos + 4 > end:
+            return None
+        stop = pos + 4 + ((body[pos + 2] << 8) | body[pos + 3])
+        if stop > end:
+            return None
+        out.append(_extension((body[pos] << 8) | body[pos + 1], body[pos + 4 : stop]))
+        pos = stop
+    return tuple(out)
+
+
+def _fast_server_name(data: bytes) -> str | bool | None:
+    """``_server_name`` without the errors: False when the list does not parse."""
+    if not data:
+        return None
+    end = len(data)
+    if end < 2 or 2 + ((data[0] << 8) | data[1]) != end:
+        return False
+    pos = 2
+    host: str | None = None
+    while pos < end:
+        if pos + 3 > end:
+            return False
+        n = (data[pos + 1] << 8) | data[pos + 2]
+        stop = pos + 3 + n
+        if n == 0 or stop > end:
+            return False
+        if data[pos] == 0 and host is None:
+            host = data[pos + 3 : stop].decode("ascii", errors="backslashreplace")
+        pos = stop
+    return host
+
+
+def _fast_alpn(data: bytes) -> tuple[bytes, ...] | None:
+    """``_alpn_list`` without the errors."""
+    end = len(data)
+    if end < 2 or 2 + ((data[0] << 8) | data[1]) != end:
+        return None
+    pos = 2
+    out: list[bytes] = []
+    while pos < end:
+        n = data[pos]
+        stop = pos + 1 + n
+        if n == 0 or stop > end:
+            return None
+        out.append(data[pos + 1 : stop])
+        pos = stop
+    return tuple(out)
+
+
+def _fast_client_hello(body: bytes) -> ClientHello | None:
+    """A well-formed, regular ClientHello (no ``irregularities``), or None."""
+    end = len(body)
+    if end < 38:
+        return None
+    sid_len = body[34]
+    pos = 35 + sid_len
+    if sid_len > 32 or pos + 2 > end:
+        return None
+    cs_len = (body[pos] << 8) | body[pos + 1]
+    pos += 2
+    if cs_len < 2 or pos + cs_len + 1 > end:
+        return None
+    suites = _fast_u16s(body, pos, pos + cs_len)
+    pos += cs_len
+    comp_len = body[pos]
+    pos += 1
+    if comp_len == 0 or pos + comp_len > end:
+        return None  # an empty list is an irregularity: the checked parser names it
+    compression = _shared(tuple(body[pos : pos + comp_len]))
+    pos += comp_len
+    if suites is None or end - pos == 1:
+        return None
+    extensions = _fast_extensions(body, pos)
+    if extensions is None:
+        return None
+    sni = alpn = versions = groups = formats = sigalgs = None
+    for ext in extensions:
+        t = ext.type
+        # First occurrence wins, as in ``_first``.
+        if t == EXT_SERVER_NAME:
+            if sni is None:
+                sni = ext.data
+        elif t == EXT_SUPPORTED_GROUPS:
+            if groups is None:
+                groups = ext.data
+        elif t == EXT_EC_POINT_FORMATS:
+            if formats is None:
+                formats = ext.data
+        elif t == EXT_SIGNATURE_ALGORITHMS:
+            if sigalgs is None:
+                sigalgs = ext.data
+        elif t == EXT_ALPN:
+            if alpn is None:
+                alpn = ext.data
+        elif t == EXT_SUPPORTED_VERSIONS and versions is None:
+            versions = ext.data
+    name = _fast_server_name(sni) if sni is not None else None
+    alpn_names = _fast_alpn(alpn) if alpn is not None else ()
+    version_list = _fast_u16_vector(versions, 1) if versions is not None else ()
+    group_list = _fast_u16_vector(groups, 2) if groups is not None else ()
+    sigalg_list = _fast_u16_vector(sigalgs, 2) if sigalgs is not None else ()
+    if formats is None:
+        format_list: tuple[int, ...] | None = ()
+    elif formats and formats[0] + 1 == len(formats):
+        format_list = _shared(tuple(formats[1:]))
+    else:
+        format_list = None
+    if (
+        name is False
+        or alpn_names is None
+        or version_list is None
+        or group_list is None
+        or sigalg_list is None
+        or format_list is None
+    ):
+        return None
+    return ClientHello(
+        (body[0] << 8) | body[1],
+        body[2:34],
+        body[35 : 35 + sid_len],
+        suites,
+        compression,
+        extensions,
+        name if isinstance(name, str) else None,
+        alpn_names,
+        version_list,
+        group_list,
+        format_list,
+        sigalg_list,
+    )
+
+
+def _fast_server_hello(body: bytes) -> ServerHello | None:
+    """A well-formed ServerHello in the TLS 1.2 / RFC 8446 layout, or None (which includes
+    the early-draft layout, left to the checked parser)."""
+    end = len(body)
+    if end < 38:
+        return None
+    legacy_version = (body[0] << 8) | body[1]
+    if is_draft_server_hello_version(legacy_version):
+        return None
+    sid_len = body[34]
+    pos = 35 + sid_len
+    if sid_len > 32 or pos + 3 > end:
+        return None
+    cipher_suite = (body[pos] << 8) | body[pos + 1]
+    compression = body[pos + 2]
+    extensions = _fast_extensions(body, pos + 3)
+    if extensions is None:
+        return None
+    selected = legacy_version
+    alpn: bytes | None = None
+    seen_versions = seen_alpn = False
+    for ext in extensions:
+        if ext.type == EXT_SUPPORTED_VERSIONS and not seen_versions:
+            seen_versions = True
+            if len(ext.data) != 2:
+                return None
+            selected = (ext.data[0] << 8) | ext.data[1]
+        elif ext.type == EXT_ALPN and not seen_alpn:
+            seen_alpn = True
+            names = _fast_alpn(ext.data)
+            if names is None or len(names) != 1:
+                return None
+            alpn = names[0]
+    random = body[2:34]
+    return ServerHello(
+        legacy_version,
+        random,
+        body[35 : 35 + sid_len],
+        cipher_suite,
+        compression,
+        extensions,
+        selected,
+        alpn,
+        random == HELLO_RETRY_REQUEST_RANDOM,
+    )
+
+
+def _fast_certificate(body: bytes, tls13: bool) -> CertificateMessage | None:
+    """A well-formed Certificate body, or None."""
+    end = len(body)
+    pos = 0
+    if tls13:
+        if end < 1:
+            return None
+        pos = 1 + body[0]
+    if pos + 3 > end or pos + 3 + int.from_bytes(body[pos : pos + 3], "big") != end:
+        return None
+    pos += 3
+    out: list[bytes] = []
+    while pos < end:
+        if pos + 3 > end:
+            return None
+        n = (body[pos] << 16) | (body[pos + 1] << 8) | body[pos + 2]
+        stop = pos + 3 + n
+        if n == 0 or stop > end:
+            return None
+        out.append(body[pos + 3 : stop])
+        pos = stop
+        if tls13:
+            if pos + 2 > end:
+                return None
+            pos += 2 + ((body[pos] << 8) | body[pos + 1])
+            if pos > end:
+                return None
+    return CertificateMessage(tuple(out))
+
+
+def parse_client_hello(body: bytes) -> ClientHello:
+    """Parse a ClientHello body (RFC 8446 4.1.2, RFC 5246 7.4.1.2).
+
+    Returns a :class:`ClientHello` with the raw fields and the decoded server_name,
+    ALPN, supported_versions, supported_groups, ec_point_formats and signature_algorithms
+    extensions. Raises :class:`HandshakeError` naming the field that does not fit.
+    Tolerated departures from the grammar are described at :func:`_checked_client_hello`
+    and named in ``irregularities``.
+    """
+    hello = _fast_client_hello(body)
+    return hello if hello is not None else _checked_client_hello(body)
+
+
+def parse_server_hello(body: bytes) -> ServerHello:
+    """Parse a ServerHello or HelloRetryRequest body (RFC 8446 4.1.3, RFC 5246 7.4.1.3),
+    including the early-draft layout (see :func:`is_draft_server_hello_version`); see
+    :func:`_checked_server_hello` for the fields. Raises :class:`HandshakeError` on
+    malformed input.
+    """
+    hello = _fast_server_hello(body)
+    return hello if hello is not None else _checked_server_hello(body)
+
+
+def parse_certificate(body: bytes, *, tls13: bool) -> CertificateMessage:
+    """Parse a Certificate body: RFC 5246 7.4.2 or, with ``tls13``, RFC 8446 4.4.2
+    (request context, then entries each with their own extensions, which are skipped).
+
+    Returns the certificates as DER bytes, leaf first, undecoded. Raises
+    :class:`HandshakeError` on malformed input.
+    """
+    message = _fast_certificate(body, tls13)
+    return message if message is not None else _checked_certificate(body, tls13=tls13)

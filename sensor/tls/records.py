@@ -55,6 +55,7 @@ _CONTENT_TYPES: Final = frozenset(
     {CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA, HEARTBEAT}
 )
 _CCS: Final = ChangeCipherSpecMessage()
+_VERSION_TUPLES: dict[tuple[int, ...], tuple[int, ...]] = {}  # bounded: 256, then emptied
 _ENCRYPTED_ALERT: Final = AlertMessage(None, None, encrypted=True)
 
 
@@ -121,8 +122,8 @@ class TlsRecordParser:
         "_sslv2_only",
         "_started",
         "_tls13",
+        "_versions",
         "encrypted",
-        "record_versions",
     )
 
     def __init__(
@@ -133,20 +134,28 @@ class TlsRecordParser:
     ) -> None:
         self._max_record = max_record_length
         self._max_hs = max_handshake_length
-        self._buf = bytearray()
-        self._hs = bytearray()
+        # The partial record and the partial handshake message, allocated only while one
+        # is pending: a sensor holds a parser per direction of every handshake in flight,
+        # and most chunks end on a record boundary.
+        self._buf: bytearray | None = None
+        self._hs: bytearray | None = None
         self._started = False
         self._sslv2 = False  # an SSLv2-format hello was seen in this direction
         self._sslv2_only = False  # ... and it spoke version 2: every record is SSLv2
         self._tls13 = False
         self._error: ParseError | None = None
-        self.record_versions: set[int] = set()
+        self._versions: tuple[int, ...] = ()  # record versions in order of first sight
         self.encrypted = False
+
+    @property
+    def record_versions(self) -> set[int]:
+        """The record-layer versions seen so far (a new set on every access)."""
+        return set(self._versions)
 
     @property
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a record or handshake message."""
-        return len(self._buf) + len(self._hs)
+        return len(self._buf or b"") + len(self._hs or b"")
 
     def set_encrypted(self) -> None:
         """From now on every handshake and alert record of this direction is protected."""
@@ -181,32 +190,45 @@ class TlsRecordParser:
             self._feed(data, items)
         except ParseError as exc:
             self._error = exc
-            self._buf.clear()
-            self._hs.clear()
+            self._buf = self._hs = None
             return items, exc
         return items, None
 
     def _feed(self, data: bytes, items: list[TlsItem]) -> None:
+        # Records are read straight from ``data`` when nothing is pending, so a chunk of
+        # whole records is never copied; only a trailing partial record is kept.
         buf = self._buf
-        buf += data
-        pos, end = 0, len(buf)
+        source: bytes | bytearray
+        if buf:
+            buf += data
+            source = buf
+        else:
+            source = data
+        pos, end = 0, len(source)
         try:
             while end - pos >= 2:
-                b0 = buf[pos]
+                b0 = source[pos]
                 if b0 & 0x80 and (self._sslv2 or not self._started):
-                    used = self._sslv2_record(buf, pos, end, 2, items)
+                    used = self._sslv2_record(source, pos, end, 2, items)
                 elif self._sslv2_only:
-                    used = self._sslv2_record(buf, pos, end, 3, items)
+                    used = self._sslv2_record(source, pos, end, 3, items)
                 else:
-                    used = self._tls_record(buf, pos, end, items)
+                    used = self._tls_record(source, pos, end, items)
                 if used == 0:
                     break
                 pos += used
                 self._started = True
         finally:
-            del buf[:pos]
+            if pos >= end:
+                self._buf = None
+            elif source is buf:
+                del buf[:pos]
+            else:
+                self._buf = bytearray(source[pos:])
 
-    def _tls_record(self, buf: bytearray, pos: int, end: int, items: list[TlsItem]) -> int:
+    def _tls_record(
+        self, buf: bytes | bytearray, pos: int, end: int, items: list[TlsItem]
+    ) -> int:
         """Consume one TLS record at ``pos``; return its size, or 0 if incomplete."""
         if end - pos < _HEADER:
             return 0
@@ -220,7 +242,9 @@ class TlsRecordParser:
             raise TlsRecordError(f"record length {length} exceeds {self._max_record}")
         if end - pos < _HEADER + length:
             return 0
-        self.record_versions.add((buf[pos + 1] << 8) | buf[pos + 2])
+        version = (buf[pos + 1] << 8) | buf[pos + 2]
+        if version not in self._versions:
+            self._add_version(version)
         start = pos + _HEADER
         if content_type == HANDSHAKE:
             if self.encrypted:
@@ -248,24 +272,42 @@ class TlsRecordParser:
             items.append(EncryptedRecord(content_type, length))
         return _HEADER + length
 
-    def _handshake_fragment(self, fragment: bytearray, items: list[TlsItem]) -> None:
+    def _handshake_fragment(self, fragment: bytes | bytearray, items: list[TlsItem]) -> None:
         hs = self._hs
-        hs += fragment
-        pos, end = 0, len(hs)
+        source: bytes | bytearray
+        if hs:
+            hs += fragment
+            source = hs
+        else:
+            source = fragment  # no message pending: read the messages in place
+        pos, end = 0, len(source)
         while end - pos >= 4:
-            length = (hs[pos + 1] << 16) | (hs[pos + 2] << 8) | hs[pos + 3]
+            length = (source[pos + 1] << 16) | (source[pos + 2] << 8) | source[pos + 3]
             if length > self._max_hs:
                 raise HandshakeError(
-                    f"handshake message type {hs[pos]} length {length} exceeds {self._max_hs}"
+                    f"handshake message type {source[pos]} length {length} exceeds "
+                    f"{self._max_hs}"
                 )
             if end - pos < 4 + length:
                 break
-            items.append(HandshakeMessage(hs[pos], bytes(hs[pos + 4 : pos + 4 + length])))
+            items.append(HandshakeMessage(source[pos], bytes(source[pos + 4 : pos + 4 + length])))
             pos += 4 + length
-        del hs[:pos]
+        if pos >= end:
+            self._hs = None
+        elif source is hs:
+            del hs[:pos]
+        else:
+            self._hs = bytearray(source[pos:])
+
+    def _add_version(self, version: int) -> None:
+        versions = (*self._versions, version)
+        # Shared between parsers (memory: one per direction of every handshake in flight).
+        if len(_VERSION_TUPLES) >= 256:
+            _VERSION_TUPLES.clear()
+        self._versions = _VERSION_TUPLES.setdefault(versions, versions)
 
     def _sslv2_record(
-        self, buf: bytearray, pos: int, end: int, header: int, items: list[TlsItem]
+        self, buf: bytes | bytearray, pos: int, end: int, header: int, items: list[TlsItem]
     ) -> int:
         """Consume one SSLv2 record (2-byte header if the top bit is set, else 3-byte)."""
         if end - pos < header:
@@ -276,7 +318,8 @@ class TlsRecordParser:
             raise TlsRecordError(f"SSLv2 record length {length} out of range")
         if end - pos < header + length:
             return 0
-        self.record_versions.add(0x0002)
+        if 0x0002 not in self._versions:
+            self._add_version(0x0002)
         start = pos + header
         body = bytes(buf[start : start + length])
         if self._sslv2:

@@ -7,9 +7,11 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from processors.alerts import build_alert, identifier_of
-from processors.base import Detector, Finding, event_time, server_key_of
+from processors.base import Detector, Finding, event_time
+from processors.memo import event_server_key
 from processors.policy import Policy
 from processors.suppression import Suppressor, alert_id, window_index
 from schemas.alerts import AlertEvent
@@ -41,22 +43,41 @@ class Processor:
         }
         self.suppressor = Suppressor()
         self.stats = ProcessorStats()
+        # The hot path's lookups, resolved once (the policy is frozen): each detector's
+        # bound ``inspect``, and per rule whether it is enabled and its suppression window.
+        # A detector that says it is idle (``idle`` true: e.g. pins with no pin configured)
+        # returns nothing for any event under this policy, so it is not called at all.
+        self._inspectors: list[tuple[str, Callable[[HandshakeEvent], list[Finding]]]] = [
+            (name, detector.inspect) for name, detector in self.detectors.items()
+            if not getattr(detector, "idle", False)]
+        self._enabled: dict[str, bool] = {}
+        self._windows: dict[str, timedelta] = {}
 
     def process(self, event: HandshakeEvent) -> list[AlertEvent]:
         """The alerts this handshake raises, already deduplicated."""
         self.stats.events += 1
+        findings = self._findings(event)
+        if not findings:
+            return []
         alerts = []
-        for finding in self._findings(event):
+        for finding in findings:
             alert = self._admit(finding, event)
             if alert is not None:
                 alerts.append(alert)
         return alerts
 
+    def _rule_enabled(self, rule: str) -> bool:
+        enabled = self._enabled.get(rule)
+        if enabled is None:
+            # Unknown rules raise KeyError here, as they did uncached.
+            enabled = self._enabled[rule] = self.policy.rules.enabled(rule)
+        return enabled
+
     def _findings(self, event: HandshakeEvent) -> list[Finding]:
         findings: list[Finding] = []
-        for name, detector in self.detectors.items():
+        for name, inspect in self._inspectors:
             try:
-                found = detector.inspect(event)
+                found = inspect(event)
             except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as error:
                 # A detector bug must not stop the stream for every other rule: counted,
                 # logged once per detector, the event goes on to the others.
@@ -65,18 +86,29 @@ class Processor:
                                   error)
                 self.stats.detector_errors[name] += 1
                 continue
-            findings.extend(f for f in found if self.policy.rules.enabled(f.rule))
+            if found:
+                enabled = self._enabled
+                for finding in found:
+                    on = enabled.get(finding.rule)
+                    if on is None:
+                        on = self._rule_enabled(finding.rule)
+                    if on:
+                        findings.append(finding)
         return findings
 
     def _admit(self, finding: Finding, event: HandshakeEvent) -> AlertEvent | None:
         identifier = identifier_of(finding)
-        window = window_index(event_time(event), self.policy.suppression(finding.rule))
+        rule = finding.rule
+        suppression = self._windows.get(rule)
+        if suppression is None:
+            suppression = self._windows[rule] = self.policy.suppression(rule)
+        window = window_index(event_time(event), suppression)
         admitted, held = self.suppressor.admit(identifier, window)
         if not admitted:
             self.stats.suppressed += 1
             return None
         self.stats.alerts[finding.rule] += 1
-        self.stats.alerts_by_server[server_key_of(event)] += 1
+        self.stats.alerts_by_server[event_server_key(event)] += 1
         return build_alert(finding, event, alert_id=alert_id(identifier, window),
                            profile=self.policy.profile, suppressed_since_last=held)
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import ClassVar
 
-from processors.base import Finding, server_key_of
+from processors.base import Finding
 from processors.catalog import RULES
+from processors.memo import event_server_key
 from processors.policy import Policy
 from schemas.events import HandshakeEvent
 
@@ -50,7 +51,7 @@ class CertificateChanged:
         if not self.enabled or not chain:
             return []
         leaf = chain[0].hash.sha256.lower()
-        server = (server_key_of(event), event.destination.port)
+        server = (event_server_key(event), event.destination.port)
         seen = self._servers.get(server)
         if seen is None:
             self._remember_server(server, leaf)

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from processors.base import Finding, server_key_of
+from processors.base import Finding
 from processors.catalog import RULES
 from processors.detectors.pins import pinned_and_satisfied
 from processors.detectors.trust import load_anchors
 from processors.hostnames import certificate_covers
+from processors.memo import BoundedMemo, event_server_key
 from processors.policy import Policy
 from schemas.events import HandshakeEvent
 
@@ -44,6 +45,8 @@ class HostnameMismatch:
 
     def __init__(self, policy: Policy) -> None:
         self.enabled = policy.rules.enabled(HOSTNAME_MISMATCH)
+        self._covers: BoundedMemo[tuple[str, tuple[str, ...], tuple[str, ...], str | None],
+                                  bool] = BoundedMemo(4096)
 
     def inspect(self, event: HandshakeEvent) -> list[Finding]:
         sni = event.tls.client.server_name
@@ -57,9 +60,16 @@ class HostnameMismatch:
         names = subject.common_name if subject is not None else []
         common_name = names[-1] if names else None  # the most specific (last) CN
         extra = leaf.certwatch
-        if certificate_covers(sni, extra.san_dns, extra.san_ip, common_name):
+        # The verdict is a pure function of the name and the certificate's identifiers,
+        # which repeat from handshake to handshake: memoised (bounded).
+        key = (sni, tuple(extra.san_dns), tuple(extra.san_ip), common_name)
+        covered = self._covers.get(key)
+        if covered is None:
+            covered = self._covers.put(
+                key, certificate_covers(sni, extra.san_dns, extra.san_ip, common_name))
+        if covered:
             return []
-        server, port = server_key_of(event), event.destination.port
+        server, port = event_server_key(event), event.destination.port
         presented = [*extra.san_dns, *extra.san_ip] or ([common_name] if common_name else [])
         return [Finding(
             rule=HOSTNAME_MISMATCH,
@@ -101,7 +111,7 @@ class SelfSigned:
         sha256 = leaf.hash.sha256.lower()
         if self._vouched_for(event, sha256):
             return []
-        server, port = server_key_of(event), event.destination.port
+        server, port = event_server_key(event), event.destination.port
         subject = leaf.x509.subject if leaf.x509 else None
         dn = subject.distinguished_name if subject else None
         return [Finding(

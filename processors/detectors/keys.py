@@ -10,11 +10,13 @@ which is why browsers never rejected SHA-1-signed roots). Thresholds come from
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import ClassVar, Final
 
-from processors.base import Finding, server_key_of
+from processors.base import Finding
 from processors.catalog import RULES
+from processors.memo import BoundedMemo, event_server_key
 from processors.policy import Policy
 from processors.profiles import Thresholds, resolve
 from schemas.events import HandshakeEvent
@@ -65,13 +67,17 @@ def signature_hash(name: str | None, oid: str | None = None) -> str | None:
     return match.group(1).lower().replace("-", "") if match else None
 
 
+# Pure and called for every certificate of every handshake with a few distinct arguments.
+_signature_hash = functools.lru_cache(maxsize=1024)(signature_hash)
+
+
 def _describe(cert: ChainCertificate, position: int) -> str:
     names = cert.x509.subject.common_name if cert.x509 and cert.x509.subject else []
     return f"certificate {position} ({names[-1]})" if names else f"certificate {position}"
 
 
 def _identity(event: HandshakeEvent, cert: ChainCertificate) -> tuple[str, ...]:
-    return (server_key_of(event), str(event.destination.port), cert.hash.sha256)
+    return (event_server_key(event), str(event.destination.port), cert.hash.sha256)
 
 
 class WeakKey:
@@ -82,13 +88,17 @@ class WeakKey:
     def __init__(self, policy: Policy) -> None:
         self.thresholds: Thresholds = resolve(policy)
         self._enabled = policy.rules.enabled(self.rules[0])
+        self._minimums: BoundedMemo[str, tuple[int, str | None] | None] = BoundedMemo(256)
 
     def _minimum(self, algorithm: str) -> tuple[int, str | None] | None:
+        # Memoised per algorithm name (a handful): the thresholds are frozen.
+        if algorithm in self._minimums:
+            return self._minimums[algorithm]
         threshold = _KEY_MINIMUMS.get(algorithm.upper())
         if threshold is None:
-            return None
+            return self._minimums.put(algorithm, None)
         minimum: int = getattr(self.thresholds, threshold)
-        return minimum, self.thresholds.requirement(threshold)
+        return self._minimums.put(algorithm, (minimum, self.thresholds.requirement(threshold)))
 
     def inspect(self, event: HandshakeEvent) -> list[Finding]:
         """One finding per server-chain certificate whose key is too small."""
@@ -108,7 +118,7 @@ class WeakKey:
             findings.append(Finding(
                 rule=rule,
                 severity=RULES[rule].severity,
-                message=f"{server_key_of(event)}: {_describe(cert, position)} has a "
+                message=f"{event_server_key(event)}: {_describe(cert, position)} has a "
                         f"{x509.public_key_size}-bit {x509.public_key_algorithm} key{curve}, "
                         f"below the minimum of {minimum} bits",
                 identity=_identity(event, cert),
@@ -144,13 +154,13 @@ class WeakSignature:
             if cert.certwatch.self_signed or cert.x509 is None:
                 continue
             algorithm = cert.x509.signature_algorithm
-            digest = signature_hash(algorithm, cert.certwatch.signature_algorithm_oid)
+            digest = _signature_hash(algorithm, cert.certwatch.signature_algorithm_oid)
             if digest is None or digest not in self.forbidden:
                 continue
             findings.append(Finding(
                 rule=rule,
                 severity=RULES[rule].severity,
-                message=f"{server_key_of(event)}: {_describe(cert, position)} is signed "
+                message=f"{event_server_key(event)}: {_describe(cert, position)} is signed "
                         f"with {algorithm} ({digest.upper()})",
                 identity=_identity(event, cert),
                 certificate_position=position,

@@ -25,9 +25,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from processors.base import Finding, server_key_of
+from processors.base import Finding
 from processors.catalog import RULES
 from processors.hostnames import matches
+from processors.memo import event_server_key
 from processors.policy import Pin, Policy
 from schemas.events import HandshakeEvent
 from schemas.x509 import ChainCertificate
@@ -153,8 +154,12 @@ class PinMismatch:
 
     def __init__(self, policy: Policy) -> None:
         self.pins = tuple(policy.pins) if policy.rules.enabled(PIN_MISMATCH) else ()
+        self.idle = not self.pins
+        """Nothing pinned (or the rule off): never a finding, the processor skips it."""
 
     def inspect(self, event: HandshakeEvent) -> list[Finding]:
+        if not self.pins:
+            return []  # nothing pinned (or the rule is off): nothing to look at
         chain = event.certwatch.tls.server_chain
         sni = event.tls.client.server_name
         applicable = applicable_pins(self.pins, sni) if chain else []
@@ -163,7 +168,7 @@ class PinMismatch:
         failures = {pin.host: pin_failures(pin, chain) for pin in applicable}
         if any(not broken for broken in failures.values()):
             return []
-        server, port, leaf = server_key_of(event), event.destination.port, chain[0].hash.sha256
+        server, port, leaf = event_server_key(event), event.destination.port, chain[0].hash.sha256
         broken = sorted({item for items in failures.values() for item in items})
         return [Finding(
             rule=PIN_MISMATCH,
@@ -190,6 +195,8 @@ class NotAllowlisted:
         self.allowed = (frozenset(allowlist.sha256)
                         if allowlist is not None and policy.rules.enabled(NOT_ALLOWLISTED)
                         else None)
+        self.idle = self.allowed is None
+        """No allowlist (or the rule off): never a finding, the processor skips it."""
 
     def inspect(self, event: HandshakeEvent) -> list[Finding]:
         chain = event.certwatch.tls.server_chain
@@ -198,7 +205,7 @@ class NotAllowlisted:
         leaf = chain[0].hash.sha256.lower()
         if leaf in self.allowed:
             return []
-        server, port = server_key_of(event), event.destination.port
+        server, port = event_server_key(event), event.destination.port
         subject = chain[0].x509.subject if chain[0].x509 else None
         return [Finding(
             rule=NOT_ALLOWLISTED,

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
-from processors.base import Finding, server_key_of
+from processors.base import Finding
 from processors.catalog import RULES
+from processors.memo import BoundedMemo, event_server_key
 from processors.policy import Policy
 from processors.profiles import resolve
 from schemas.events import HandshakeEvent
@@ -46,7 +47,7 @@ def _version_label(protocol: str | None, version: str) -> str:
 
 
 def _identity(event: HandshakeEvent, value: str) -> tuple[str, ...]:
-    return (server_key_of(event), str(event.destination.port), value)
+    return (event_server_key(event), str(event.destination.port), value)
 
 
 class DeprecatedVersion:
@@ -74,7 +75,7 @@ class DeprecatedVersion:
         return [Finding(
             rule=rule,
             severity=RULES[rule].severity,
-            message=f"{server_key_of(event)} negotiated {label}, below the minimum "
+            message=f"{event_server_key(event)} negotiated {label}, below the minimum "
                     f"TLS {self.min_version}",
             identity=_identity(event, label),
             requirement=self._requirement,
@@ -146,23 +147,27 @@ class WeakCipher:
         self.forbidden = thresholds.forbidden_ciphers
         self._requirement = thresholds.requirement("forbidden_ciphers")
         self._enabled = policy.rules.enabled(self.rules[0])
+        self._weak: BoundedMemo[str, list[str]] = BoundedMemo(4096)
 
     def inspect(self, event: HandshakeEvent) -> list[Finding]:
         """One finding naming every forbidden class of the negotiated suite."""
         cipher = event.tls.cipher
         if not self._enabled or cipher is None:
             return []
-        weak = sorted(cipher_classes(cipher) & self.forbidden)
+        # A handful of suites make up all the traffic: their verdict is memoised (bounded).
+        weak = self._weak.get(cipher)
+        if weak is None:
+            weak = self._weak.put(cipher, sorted(cipher_classes(cipher) & self.forbidden))
         if not weak:
             return []
         rule = self.rules[0]
         return [Finding(
             rule=rule,
             severity=RULES[rule].severity,
-            message=f"{server_key_of(event)} negotiated {cipher} ({', '.join(weak)})",
+            message=f"{event_server_key(event)} negotiated {cipher} ({', '.join(weak)})",
             identity=_identity(event, cipher),
             requirement=self._requirement,
-            details={"cipher": cipher, "classes": weak, "forbidden": sorted(self.forbidden)},
+            details={"cipher": cipher, "classes": list(weak), "forbidden": sorted(self.forbidden)},
         )]
 
 
@@ -215,6 +220,9 @@ class WeakDh:
         self._dh_requirement = thresholds.requirement("min_dh_bits")
         self._ec_requirement = thresholds.requirement("min_dh_ec_bits")
         self._enabled = policy.rules.enabled(self.rules[0])
+        self._verdicts: BoundedMemo[tuple[int | None, str | None],
+                                    tuple[str, str, int, int, str | None] | None] = (
+            BoundedMemo(4096))
 
     def _judge(self, event: HandshakeEvent) -> tuple[str, str, int, int, str | None] | None:
         """(kind, value, bits, minimum, requirement) of a too-small group, else None."""
@@ -238,7 +246,15 @@ class WeakDh:
         """One finding when the DH prime or the named group is below its minimum."""
         if not self._enabled:
             return []
-        weak = self._judge(event)
+        kx = event.certwatch.tls.key_exchange
+        if kx is None:
+            return []
+        # The verdict depends on the group only, and a few groups make up all the traffic.
+        group = (kx.dh_prime_bits, kx.named_group)
+        if group in self._verdicts:
+            weak = self._verdicts[group]
+        else:
+            weak = self._verdicts.put(group, self._judge(event))
         if weak is None:
             return []
         kind, value, bits, minimum, requirement = weak
@@ -247,7 +263,7 @@ class WeakDh:
         return [Finding(
             rule=rule,
             severity=RULES[rule].severity,
-            message=f"{server_key_of(event)} used a {bits}-bit {label} ({value}), below "
+            message=f"{event_server_key(event)} used a {bits}-bit {label} ({value}), below "
                     f"the minimum of {minimum} bits",
             identity=_identity(event, value),
             requirement=requirement,

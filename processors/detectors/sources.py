@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Final
 
-from processors.base import Finding, event_time, server_key_of
+from processors.base import Finding, event_time
 from processors.catalog import RULES, Severity
 from processors.hostnames import matches, normalise
+from processors.memo import BoundedMemo, event_server_key, microseconds
 from processors.policy import AllowedSources, Policy
 from schemas.events import HandshakeEvent
 
@@ -125,10 +126,9 @@ def _client_address(text: str) -> IpAddress | None:
 
 
 def _microseconds(when: datetime) -> int:
-    """Event time as integer microseconds since the epoch (naive times are taken as UTC)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - _EPOCH) // _MICROSECOND
+    """Event time as integer microseconds since the epoch (naive times are taken as UTC);
+    memoised per datetime object, since every time-based detector asks for it."""
+    return microseconds(when)
 
 
 class _Server:
@@ -162,6 +162,8 @@ class UnexpectedSourceDetector:
         self._max_networks = max_networks
         self._servers: OrderedDict[str, _Server] = OrderedDict()
         self._learned = 0
+        # Client addresses repeat: their parse is memoised (bounded, emptied when full).
+        self._addresses: BoundedMemo[str, tuple[IpAddress, int] | None] = BoundedMemo(16_384)
         self.evicted = 0
         """Servers forgotten to stay within ``max_servers`` / ``max_networks``."""
         self.saturated = 0
@@ -177,9 +179,17 @@ class UnexpectedSourceDetector:
         or (learning) in a network never seen for this server after its learning period."""
         if not self._enabled:
             return []
-        client = _client_address(event.source.ip)
-        if client is None:
+        text = event.source.ip
+        addresses = self._addresses
+        # Client addresses repeat: the parse and the network number are memoised; None is
+        # memoised too, for "not an address".
+        parsed = (addresses[text] if text in addresses
+                  else addresses.put(text, self._parse_client(text)))
+        if parsed is None:
             return []
+        client, number = parsed
+        if not self._patterns:  # the usual case: no configured server to match
+            return self._judge_learned(event, client, number) if self._learn else []
         destination = event.destination
         matched = self._matching(event.tls.client.server_name, destination.ip, destination.port)
         if matched:
@@ -187,8 +197,12 @@ class UnexpectedSourceDetector:
                 return []
             return [self._configured_finding(event, client, matched)]
         if self._learn:
-            return self._judge_learned(event, client)
+            return self._judge_learned(event, client, number)
         return []
+
+    def _parse_client(self, text: str) -> tuple[IpAddress, int] | None:
+        client = _client_address(text)
+        return None if client is None else (client, self._network_number(client))
 
     def _matching(self, server_name: str | None, ip: str, port: int) -> list[ServerPattern]:
         """The configured entries that cover this server (usually none)."""
@@ -212,8 +226,9 @@ class UnexpectedSourceDetector:
         prefix = self._v4_prefix if client.version == 4 else self._v6_prefix
         return ipaddress.ip_network((client, prefix), strict=False)
 
-    def _judge_learned(self, event: HandshakeEvent, client: IpAddress) -> list[Finding]:
-        key = server_key_of(event)
+    def _judge_learned(self, event: HandshakeEvent, client: IpAddress, number: int
+                       ) -> list[Finding]:
+        key = event_server_key(event)
         now = _microseconds(event_time(event))
         server = self._servers.get(key)
         if server is None:
@@ -223,7 +238,6 @@ class UnexpectedSourceDetector:
             self._servers.move_to_end(key)
         if server.open:
             return []
-        number = self._network_number(client)
         if number in server.networks:
             return []
         learning = now < server.learn_until
@@ -261,7 +275,7 @@ class UnexpectedSourceDetector:
 
     def _configured_finding(self, event: HandshakeEvent, client: IpAddress,
                             matched: Sequence[ServerPattern]) -> Finding:
-        key = server_key_of(event)
+        key = event_server_key(event)
         network = self._network(client)
         allowed = sorted({str(net) for pattern in matched for net in pattern.allow})
         return Finding(

@@ -29,9 +29,10 @@ from collections import OrderedDict, deque
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Final
 
-from processors.base import Finding, event_time, server_key_of
+from processors.base import Finding, event_time
 from processors.baseline import Baseline, SpikeRule, robust_baseline
 from processors.catalog import RULES
+from processors.memo import event_server_key, microseconds
 from processors.policy import Policy, TrafficSpike
 from schemas.events import HandshakeEvent
 
@@ -43,10 +44,9 @@ _MICROSECOND: Final = timedelta(microseconds=1)
 
 
 def _microseconds(when: datetime) -> int:
-    """Event time as integer microseconds since the epoch (naive times are taken as UTC)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - _EPOCH) // _MICROSECOND
+    """Event time as integer microseconds since the epoch (naive times are taken as UTC);
+    memoised per datetime object, since every time-based detector asks for it."""
+    return microseconds(when)
 
 
 class _Series:
@@ -93,7 +93,7 @@ class SpikeCounter:
 
     def observe(self, key: str, when: datetime, counted: bool) -> Finding | None:
         """Account one handshake of ``key`` at event time ``when``; the finding, if any."""
-        index = _microseconds(when) // self._window_us
+        index = microseconds(when) // self._window_us
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series(index, self._history)
@@ -102,7 +102,8 @@ class SpikeCounter:
                 self.evicted += 1
         else:
             self._series.move_to_end(key)
-            self._advance(series, index)
+            if index > series.index:  # else late or same-window: nothing to close
+                self._advance(series, index)
         if not counted:
             return None
         series.count += 1
@@ -176,7 +177,7 @@ class TrafficSpikeDetector:
         """A finding when this handshake makes its window a spike (at most one per window)."""
         if not self._enabled:
             return []
-        finding = self.counter.observe(server_key_of(event), event_time(event), True)
+        finding = self.counter.observe(event_server_key(event), event_time(event), True)
         return [] if finding is None else [finding]
 
     def flush(self, now: datetime) -> None:
@@ -201,7 +202,7 @@ class HandshakeFailureSpikeDetector:
         if not self._enabled:
             return []
         failed = event.event.outcome == "failure"
-        finding = self.counter.observe(server_key_of(event), event_time(event), failed)
+        finding = self.counter.observe(event_server_key(event), event_time(event), failed)
         return [] if finding is None else [finding]
 
     def flush(self, now: datetime) -> None:

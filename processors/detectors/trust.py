@@ -33,9 +33,9 @@ import importlib
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -51,8 +51,9 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from processors.base import Finding, event_time, server_key_of
+from processors.base import DetailValue, Finding, event_time
 from processors.catalog import RULES
+from processors.memo import BoundedMemo, event_server_key, utc_day
 from processors.policy import Policy, Trust
 from schemas.events import HandshakeEvent
 
@@ -260,13 +261,13 @@ class ChainVerifier:
 
     @staticmethod
     def _key(fingerprints: Sequence[str], when: datetime) -> tuple[str, date]:
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        return "|".join(fingerprints), when.astimezone(UTC).date()
+        # The day is memoised per datetime object: every detector of an event shares it.
+        return "|".join(fingerprints), utc_day(when)
 
     def lookup(self, fingerprints: Sequence[str], when: datetime) -> ChainVerdict | None:
         """The cached verdict for the chain with these SHA-256 fingerprints (hex, leaf
         first) on the UTC day of ``when``, or None (counted as neither hit nor miss)."""
-        key = self._key(fingerprints, when)
+        key = ("|".join(fingerprints), utc_day(when))  # self._key, inlined: every event
         verdict = self._cache.get(key)
         if verdict is not None:
             self.hits += 1
@@ -350,37 +351,86 @@ class UntrustedChain:
         self.undecodable = 0
         self.verifier = (ChainVerifier(load_anchors(policy.trust), cache_size)
                          if self.enabled else None)
+        self._severity = RULES[RULE].severity
+        self._parts: BoundedMemo[tuple[str, int, str, str | None, str | None, int],
+                                 tuple[str, tuple[str, ...], dict[str, DetailValue]]] = (
+            BoundedMemo(cache_size))
 
     def inspect(self, event: HandshakeEvent) -> list[Finding]:
-        if self.verifier is None or not event.tls.server.certificate_chain:
+        verifier = self.verifier
+        if verifier is None:
+            return []
+        encoded = event.tls.server.certificate_chain
+        if not encoded:
             return []
         when = event_time(event)
-        # The sensor fingerprints each certificate already: a cached verdict needs no DER.
+        # The sensor fingerprints each certificate already: a cached verdict needs neither
+        # the DER (base64-decoding it) nor hashing it, only the event's own fingerprints.
         described = event.certwatch.tls.server_chain
         fingerprints = ([cert.hash.sha256.lower() for cert in described]
-                        if len(described) == len(event.tls.server.certificate_chain) else None)
-        verdict = self.verifier.lookup(fingerprints, when) if fingerprints else None
+                        if len(described) == len(encoded) else None)
+        verdict = verifier.lookup(fingerprints, when) if fingerprints else None
         if verdict is None:
             chain = chain_der(event)
             if chain is None:
                 self.undecodable += 1
                 return []
-            verdict = self.verifier.verify(chain, when, fingerprints)
+            verdict = verifier.verify(chain, when, fingerprints)
+            if verdict.trusted:
+                return []
             leaf = hashlib.sha256(chain[0]).hexdigest()
-        else:
-            leaf = described[0].hash.sha256.lower()
-        if verdict.trusted:
+        elif verdict.trusted:
             return []
-        server, port = server_key_of(event), event.destination.port
+        else:
+            leaf = fingerprints[0] if fingerprints else described[0].hash.sha256.lower()
+        server, port = event_server_key(event), event.destination.port
+        # A server with a bad chain repeats it on every handshake, and most of those findings
+        # are then suppressed: everything but the time is memoised, and the time is only
+        # formatted when the alert is built (``_Details``).
+        key = (server, port, leaf, verdict.reason, verdict.error, len(encoded))
+        parts = self._parts.get(key)
+        if parts is None:
+            parts = self._parts.put(key, (
+                f"{server} (port {port}): the certificate chain does not verify to the "
+                f"trust store: {verdict.reason}",
+                (server, str(port), leaf),
+                {"reason": verdict.reason, "error": verdict.error,
+                 "chain_length": len(encoded), "leaf_sha256": leaf}))
+        message, identity, fixed = parts
         return [Finding(
             rule=RULE,
-            severity=RULES[RULE].severity,
-            message=f"{server} (port {port}): the certificate chain does not verify to the "
-                    f"trust store: {verdict.reason}",
-            identity=(server, str(port), leaf),
+            severity=self._severity,
+            message=message,
+            identity=identity,
             certificate_position=0,
-            details={"reason": verdict.reason, "error": verdict.error,
-                     "chain_length": len(event.tls.server.certificate_chain),
-                     "leaf_sha256": leaf,
-                     "judged_at": when.isoformat()},
+            details=_Details(fixed, when),
         )]
+
+
+class _Details(Mapping[str, DetailValue]):
+    """The details of an untrusted-chain finding: ``fixed`` (shared, never modified) then
+    ``judged_at``, the event time in ISO 8601, formatted on first access."""
+
+    __slots__ = ("_fixed", "_full", "_when")
+
+    def __init__(self, fixed: Mapping[str, DetailValue], when: datetime) -> None:
+        self._fixed = fixed
+        self._when = when
+        self._full: dict[str, DetailValue] | None = None
+
+    def _items(self) -> dict[str, DetailValue]:
+        if self._full is None:
+            self._full = {**self._fixed, "judged_at": self._when.isoformat()}
+        return self._full
+
+    def __getitem__(self, key: str) -> DetailValue:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._fixed) + 1
+
+    def __repr__(self) -> str:
+        return repr(self._items())

@@ -19,8 +19,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-from processors.base import DetailValue, Finding, event_time, server_key_of
+from processors.base import DetailValue, Finding, event_time
 from processors.catalog import RULES
+from processors.memo import event_server_key
 from processors.policy import Policy
 from schemas.events import HandshakeEvent
 from schemas.x509 import ChainCertificate
@@ -54,11 +55,27 @@ class Validity:
         chain = event.certwatch.tls.server_chain
         if not chain:
             return []
-        now = _aware(event_time(event))
-        server, port = server_key_of(event), event.destination.port
+        now = event_time(event)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        try:
+            horizon: datetime | None = now + self.soon
+        except OverflowError:  # an event dated near year 9999: the slow path judges it
+            horizon = None
         findings: list[Finding] = []
         for position, cert in enumerate(chain):
-            finding = self._judge(cert, position, now, server, port)
+            # The common case, a certificate valid now and beyond the expiring-soon horizon,
+            # is settled by two comparisons, without building anything.
+            x509 = cert.x509
+            if x509 is None:
+                continue
+            not_before, not_after = x509.not_before, x509.not_after
+            if (not_before is not None and not_after is not None
+                    and not_before.tzinfo is not None and not_after.tzinfo is not None
+                    and horizon is not None and not_before <= now and horizon <= not_after):
+                continue
+            finding = self._judge(cert, position, now, event_server_key(event),
+                                  event.destination.port)
             if finding is not None:
                 findings.append(finding)
         return findings

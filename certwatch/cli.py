@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from certwatch.bus.memory import MemoryBus
 from certwatch.cli_services import add_service_commands
 from certwatch.codec import encode
+from certwatch.logs import configure
 from certwatch.metrics import (
     ProcessorCollector,
     SensorCollector,
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "should not be there.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=["auto", "json", "text"], default="auto",
+                        help="auto: text on a terminal, JSON lines otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     rp = commands.add_parser(
@@ -250,11 +253,7 @@ def cmd_schema_export(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="certwatch: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     code: int = args.handler(args)
     return code
 

@@ -98,3 +98,14 @@ def test_schema_export_writes_a_json_schema_per_topic(tmp_path: Path) -> None:
     handshake = json.loads((tmp_path / "schemas" / "certwatch.tls.handshake.schema.json")
                            .read_text())
     assert "@timestamp" in handshake["properties"]
+
+
+def test_logs_are_json_lines_when_not_on_a_terminal(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("not a capture\n")
+    result = certwatch("replay", bogus)
+    logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert logged and logged[0]["log"]["level"] == "error"
+    assert "notes.txt" in logged[0]["message"] and "@timestamp" in logged[0]
+    text = certwatch("--log-format", "text", "replay", bogus)
+    assert any(line.startswith("certwatch: ERROR: ") for line in text.stderr.splitlines())

@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import encodings.idna  # noqa: F401  (resolving broker names after dropping root needs it)
 import logging
+import os
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from certwatch.bus import BusError
 from certwatch.bus.kafka import KafkaBus
-from certwatch.bus.mqtt import MqttAlertPublisher, parse_mqtt_url
+from certwatch.bus.mqtt import MqttAlertPublisher, MqttSettings, parse_mqtt_url
 from certwatch.kafka_cli import add_kafka_flags, kafka_settings
 from certwatch.processor_service import run_processor
 from certwatch.publisher import SensorPublisher
@@ -35,6 +38,8 @@ from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
 from sensor.sensor import Sensor
 
 log = logging.getLogger("certwatch")
+
+MQTT_PASSWORD_ENV = "CERTWATCH_MQTT_PASSWORD"
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -113,10 +118,15 @@ def cmd_sensor(args: argparse.Namespace) -> int:
             drop_report=lambda n: sensor.report_drops(
                 "publish_dropped", "events dropped while the broker was unreachable", n))
         publisher.start()
+        status = EXIT_OK
         try:
             if capture is not None:
                 work = asyncio.create_task(capture_live(capture, sensor, publisher, stop))
-                await until_stopped(work, stop)
+                try:
+                    await until_stopped(work, stop)
+                except CaptureError as error:  # e.g. the interface went away
+                    log.error("%s", error)
+                    status = EXIT_FAILURE
             else:
                 replay = asyncio.create_task(
                     publish_captures(args.pcap, sensor, publisher, speed=args.speed))
@@ -135,7 +145,7 @@ def cmd_sensor(args: argparse.Namespace) -> int:
                 capture.close()
         print(f"certwatch sensor: {publisher.published:,} events published, "
               f"{publisher.dropped:,} dropped", file=sys.stderr)
-        return EXIT_OK
+        return status
 
     return asyncio.run(run())
 
@@ -144,7 +154,7 @@ def cmd_processor(args: argparse.Namespace) -> int:
     try:
         settings = kafka_settings(args)
         policy = load_policy(args.policy) if args.policy else Policy()
-        mqtt_settings = parse_mqtt_url(args.mqtt) if args.mqtt else None
+        mqtt_settings = mqtt_settings_of(args.mqtt) if args.mqtt else None
     except PolicyError as error:
         return _fail("; ".join(error.problems))
     except (SettingsError, ValueError) as error:
@@ -165,6 +175,8 @@ def cmd_processor(args: argparse.Namespace) -> int:
         try:
             service = await run_processor(bus, processor, group=args.group, mqtt=mqtt,
                                           stop=stop)
+        except BusError as error:  # uncommitted events are consumed again on restart
+            return _fail(f"processor stopped: {error}", EXIT_FAILURE)
         finally:
             if mqtt is not None:
                 await mqtt.close()
@@ -175,6 +187,16 @@ def cmd_processor(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return asyncio.run(run())
+
+
+def mqtt_settings_of(url: str) -> MqttSettings:
+    """The MQTT settings of ``--mqtt``; the password comes from ``CERTWATCH_MQTT_PASSWORD``
+    when the URL has none (a password in a URL shows in process listings)."""
+    settings = parse_mqtt_url(url)
+    password = os.environ.get(MQTT_PASSWORD_ENV)
+    if settings.password is None and password:
+        settings = settings.model_copy(update={"password": SecretStr(password)})
+    return settings
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:

@@ -49,6 +49,8 @@ class SensorPublisher:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._broker_lost = False
+        self._dropping = False  # dropped events since publishing last went through
+        self._report: Outgoing | None = None  # the loss report waiting at the queue's head
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -81,10 +83,22 @@ class SensorPublisher:
                           lost)
 
     def _trim(self) -> None:
-        while len(self._queue) > self.max_queued:
+        # The loss report is never the one dropped: its count was taken out of
+        # ``_unreported_drops``, so dropping it would lose the count (and count the report
+        # as one lost event). It sits at the head; the oldest events behind it go instead.
+        report = self._queue.popleft() if self._queue and self._queue[0] is self._report else None
+        while self._queue and len(self._queue) + (report is not None) > self.max_queued:
             self._queue.popleft()
             self.dropped += 1
             self._unreported_drops += 1
+            if not self._dropping:
+                # Said at the first loss: a publish can wait a whole request timeout on an
+                # unreachable broker before it fails, and events are lost meanwhile.
+                self._dropping = True
+                log.warning("the broker is not keeping up: queue of %d events full, dropping "
+                            "the oldest", self.max_queued)
+        if report is not None:
+            self._queue.appendleft(report)
 
     async def _drain(self) -> None:
         backoff = 0.1
@@ -107,14 +121,18 @@ class SensorPublisher:
                 continue
             backoff = 0.1
             self.published += len(batch)
-            if self._broker_lost:
-                self._broker_lost = False
-                log.warning("broker reachable again; %d events were dropped meanwhile",
+            if any(item is self._report for item in batch):
+                self._report = None
+            if self._broker_lost or self._dropping:
+                log.warning("%s; %d events were dropped meanwhile",
+                            "broker reachable again" if self._broker_lost else "publishing again",
                             self._unreported_drops)
+                self._broker_lost = self._dropping = False
             if self._unreported_drops and self.drop_report is not None:
                 report = self.drop_report(self._unreported_drops)
                 self._unreported_drops = 0
-                self._queue.appendleft((topic_of(report), key_of(report), encode(report), ()))
+                self._report = (topic_of(report), key_of(report), encode(report), ())
+                self._queue.appendleft(self._report)
 
     async def _publish(self, batch: Sequence[Outgoing]) -> None:
         publish_batch = getattr(self.bus, "publish_batch", None)

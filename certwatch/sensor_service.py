@@ -48,11 +48,13 @@ async def publish_captures(
 async def until_stopped(work: asyncio.Task[ReplayReport] | asyncio.Task[None],
                         stop: asyncio.Event) -> bool:
     """Wait for ``work`` to finish or ``stop`` to be set (then cancel the work). True when
-    the work ran to its end."""
+    the work ran to its end; when it ended by raising, that exception is raised here (a
+    service that failed must not look like one that was asked to stop)."""
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     if work in done:
+        work.result()
         return True
     work.cancel()
     with contextlib.suppress(asyncio.CancelledError):

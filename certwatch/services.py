@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -55,9 +56,14 @@ class ProcessorService:
         except ValidationError as error:
             await self._dead_letter(message, error)
         else:
-            for alert in self.processor.process(event):
-                await self.bus.publish(ALERT_TOPIC, alert.event.id, encode(alert))
-                if self.on_alert is not None:
+            alerts = self.processor.process(event)
+            # All of one event's alerts in flight at once: a publish returns only once the
+            # broker acknowledged it (after the producer's linger), so one at a time would
+            # cost a round trip per alert.
+            await asyncio.gather(*(self.bus.publish(ALERT_TOPIC, alert.event.id, encode(alert))
+                                   for alert in alerts))
+            if self.on_alert is not None:
+                for alert in alerts:
                     await self.on_alert(alert)
         await self.bus.commit(message)
 

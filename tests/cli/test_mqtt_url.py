@@ -137,3 +137,16 @@ async def test_an_unreadable_ca_file_fails_at_start(tmp_path: Path) -> None:
     settings = parse_mqtt_url(f"mqtts://127.0.0.1?ca_file={tmp_path / 'missing.pem'}")
     with pytest.raises(BusConfigError, match="CA file"):
         await MqttAlertPublisher(settings).start()
+
+
+def test_the_mqtt_password_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from certwatch.cli_services import mqtt_settings_of
+
+    monkeypatch.setenv("CERTWATCH_MQTT_PASSWORD", "s3cret:/@")
+    settings = mqtt_settings_of("mqtt://alerts@127.0.0.1:1883/certwatch/alerts")
+    assert settings.username == "alerts"
+    assert settings.password is not None
+    assert settings.password.get_secret_value() == "s3cret:/@"
+    assert "s3cret" not in repr(settings)
+    explicit = mqtt_settings_of("mqtt://alerts:given@127.0.0.1:1883/certwatch/alerts")
+    assert explicit.password is not None and explicit.password.get_secret_value() == "given"

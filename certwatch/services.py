@@ -47,8 +47,45 @@ class ProcessorService:
         return self.bus.subscribe([HANDSHAKE_TOPIC], self.group)
 
     async def run(self, messages: AsyncIterator[Message] | None = None) -> None:
+        subscribe_batches = getattr(self.bus, "subscribe_batches", None)
+        if messages is None and subscribe_batches is not None:
+            batches: AsyncIterator[list[Message]] = subscribe_batches(
+                [HANDSHAKE_TOPIC], self.group)
+            async for batch in batches:
+                await self.handle_batch(batch)
+            return
         async for message in messages or self.subscribe():
             await self.handle(message)
+
+    async def handle_batch(self, batch: list[Message]) -> None:
+        """A fetched batch: every event processed, all their alerts (and dead letters)
+        published and acknowledged together, then the last offset of each partition
+        committed. A crash before the commit re-delivers the whole batch, whose alerts
+        come back with the same ids."""
+        outgoing: list[tuple[str, str, bytes, tuple[tuple[str, bytes], ...]]] = []
+        alerts: list[AlertEvent] = []
+        last_of_partition: dict[tuple[str, int], Message] = {}
+        for message in batch:
+            last_of_partition[(message.topic, message.partition)] = message
+            try:
+                event = decode_handshake(message.value)
+            except ValidationError as error:
+                outgoing.append(self._dead_letter_message(message, error))
+                continue
+            for alert in self.processor.process(event):
+                alerts.append(alert)
+                outgoing.append((ALERT_TOPIC, alert.event.id, encode(alert), ()))
+        publish_batch = getattr(self.bus, "publish_batch", None)
+        if publish_batch is not None:
+            await publish_batch(outgoing)
+        else:
+            for topic, key, value, headers in outgoing:
+                await self.bus.publish(topic, key, value, headers)
+        if self.on_alert is not None:
+            for alert in alerts:
+                await self.on_alert(alert)
+        for message in last_of_partition.values():
+            await self.bus.commit(message)
 
     async def handle(self, message: Message) -> None:
         try:
@@ -68,6 +105,12 @@ class ProcessorService:
         await self.bus.commit(message)
 
     async def _dead_letter(self, message: Message, error: ValidationError) -> None:
+        topic, key, value, headers = self._dead_letter_message(message, error)
+        await self.bus.publish(topic, key, value, headers)
+
+    def _dead_letter_message(
+        self, message: Message, error: ValidationError
+    ) -> tuple[str, str, bytes, tuple[tuple[str, bytes], ...]]:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}"
             for e in error.errors()[:5]
@@ -81,4 +124,4 @@ class ProcessorService:
             ("reason", problems.encode()[:1000]),
             ("source", f"{message.topic}[{message.partition}]@{message.offset}".encode()),
         )
-        await self.bus.publish(DEAD_LETTER_TOPIC, message.key, message.value, headers)
+        return DEAD_LETTER_TOPIC, message.key, message.value, headers

@@ -41,8 +41,10 @@ Headers = tuple[tuple[str, bytes], ...]
 Outgoing = tuple[str, str, bytes, Headers]
 """One message to publish: (topic, key, value, headers)."""
 
+_MAX_PARTITION_FETCH_BYTES: Final = 16 * 1024 * 1024
+_FETCH_MAX_BYTES: Final = 64 * 1024 * 1024
 _POLL_MS: Final = 200  # how often a subscription looks at whether the bus was closed
-_MAX_RECORDS: Final = 500  # records handed out per fetch: bounds what one poll holds
+_MAX_RECORDS: Final = 2000  # records handed out per fetch: bounds what one poll holds
 # A JoinGroup request legitimately waits on the broker until every member rejoins (Kafka also
 # delays the first join by group.initial.rebalance.delay.ms, 3 s); aiokafka applies the plain
 # request timeout to it, so a consumer never gets less than Kafka's own client default.
@@ -258,6 +260,13 @@ class KafkaBus:
     def subscribe(self, topics: Sequence[str], group: str) -> AsyncIterator[Message]:
         """Messages of ``topics`` for ``group`` from the earliest uncommitted offset, until
         the bus is closed. The consumer connects on the first iteration."""
+        return self._messages(self.subscribe_batches(topics, group))
+
+    def subscribe_batches(
+        self, topics: Sequence[str], group: str
+    ) -> AsyncIterator[list[Message]]:
+        """The same messages, as the batches the broker hands out (at most 2000): a consumer
+        that publishes and commits once per batch saves a round trip per message."""
         for topic in topics:
             known = self._group_of_topic.setdefault(topic, group)
             if known != group:
@@ -265,14 +274,26 @@ class KafkaBus:
                                  "use one KafkaBus per consumer group")
         return self._consume(tuple(topics), group)
 
-    async def _consume(self, topics: tuple[str, ...], group: str) -> AsyncIterator[Message]:
+    @staticmethod
+    async def _messages(batches: AsyncIterator[list[Message]]) -> AsyncIterator[Message]:
+        async for batch in batches:
+            for message in batch:
+                yield message
+
+    async def _consume(
+        self, topics: tuple[str, ...], group: str
+    ) -> AsyncIterator[list[Message]]:
         kwargs = client_kwargs(self.settings)
         kwargs["request_timeout_ms"] = max(kwargs["request_timeout_ms"],
                                            _CONSUMER_MIN_REQUEST_TIMEOUT_MS)
         consumer = AIOKafkaConsumer(
             *topics, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=self.settings.heartbeat_interval_ms, **kwargs)
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            # Handshake events carry their certificate chain (several KB each): Kafka's
+            # 1 MiB per-partition fetch would cap a poll at a few hundred events.
+            max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
+            fetch_max_bytes=_FETCH_MAX_BYTES, **kwargs)
         member = (group, consumer)
         self._consumers.append(member)
         try:
@@ -288,9 +309,10 @@ class KafkaBus:
                     return  # close() stopped it under us
                 except kafka_errors.KafkaError as error:
                     raise translate(error, f"consuming {','.join(topics)}") from error
-                for records in batches.values():
-                    for record in records:
-                        yield _to_message(record)
+                batch = [_to_message(record) for records in batches.values()
+                         for record in records]
+                if batch:
+                    yield batch
         finally:
             self._consumers.remove(member)
             await consumer.stop()

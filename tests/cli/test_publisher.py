@@ -115,3 +115,39 @@ async def test_close_gives_up_after_its_deadline_and_counts_the_rest() -> None:
         publisher.offer(event)
     await publisher.close(timeout=0.2)
     assert publisher.dropped == len(events) and publisher.published == 0
+
+
+class FlappingBroker(MemoryBus):
+    """Fails, accepts one batch, then fails again: a broker that comes back only briefly."""
+
+    def __init__(self, pattern: list[bool]) -> None:
+        super().__init__()
+        self.pattern = pattern  # True: this publish succeeds
+
+    async def publish(self, topic: str, key: str, value: bytes,
+                      headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+        ok = self.pattern.pop(0) if self.pattern else True
+        if not ok:
+            raise BrokerUnavailable("connection refused")
+        await super().publish(topic, key, value, headers)
+
+
+async def test_every_dropped_event_is_in_some_loss_report() -> None:
+    bus = FlappingBroker([False, False, True, False, False, False, False])
+    sensor = Sensor(SensorConfig(name="t"))
+    publisher = SensorPublisher(
+        bus, max_queued=3, batch_size=1, max_backoff=0.02,
+        drop_report=lambda n: sensor.report_drops("publish_dropped", "lost", n))
+    reader = asyncio.create_task(collect(bus, [ANOMALY_TOPIC]))
+    await asyncio.sleep(0)
+    publisher.start()
+    for event in some_events():
+        publisher.offer(event)
+        await asyncio.sleep(0.01)  # the capture keeps offering while the broker flaps
+    await publisher.close()
+    await bus.close()
+    reports = [AnomalyEvent.model_validate_json(v) for v in await reader]
+    reported = sum(r.certwatch.anomaly.count for r in reports
+                   if r.certwatch.anomaly.kind == "publish_dropped")
+    assert publisher.dropped > 0
+    assert reported == publisher.dropped

@@ -16,7 +16,13 @@ from certwatch.bus import BusError
 from certwatch.bus.kafka import KafkaBus
 from certwatch.bus.mqtt import MqttAlertPublisher, MqttSettings, parse_mqtt_url
 from certwatch.kafka_cli import add_kafka_flags, kafka_settings
-from certwatch.processor_service import run_processor
+from certwatch.metrics import (
+    ProcessorCollector,
+    SensorCollector,
+    add_metrics_flags,
+    start_metrics,
+)
+from certwatch.processor_service import processor_service, run_processor
 from certwatch.publisher import SensorPublisher
 from certwatch.replay import summary
 from certwatch.sensor_service import (
@@ -66,6 +72,7 @@ def add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     sp.add_argument("--max-queued", type=int, default=100_000,
                     help="events held while the broker is away (default: %(default)s)")
     sp.add_argument("--foxio", action="store_true", help="JA4S/JA4X (FoxIO License 1.1)")
+    add_metrics_flags(sp)
     add_kafka_flags(sp)
     sp.set_defaults(handler=cmd_sensor)
 
@@ -75,6 +82,7 @@ def add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     pp.add_argument("--mqtt", default=None, metavar="URL",
                     help="also publish alerts to mqtt://[user@]host:1883/certwatch/alerts "
                     "(password from CERTWATCH_MQTT_PASSWORD)")
+    add_metrics_flags(pp)
     add_kafka_flags(pp)
     pp.set_defaults(handler=cmd_processor)
 
@@ -118,6 +126,13 @@ def cmd_sensor(args: argparse.Namespace) -> int:
             drop_report=lambda n: sensor.report_drops(
                 "publish_dropped", "events dropped while the broker was unreachable", n))
         publisher.start()
+
+        def sensor_ready() -> tuple[bool, str]:
+            if not publisher.broker_reachable:
+                return False, "broker unreachable"
+            return True, "capturing" if capture is not None else "replaying"
+
+        metrics = await start_metrics(args, [SensorCollector(sensor, publisher)], sensor_ready)
         status = EXIT_OK
         try:
             if capture is not None:
@@ -143,6 +158,8 @@ def cmd_sensor(args: argparse.Namespace) -> int:
             await bus.close()
             if capture is not None:
                 capture.close()
+            if metrics is not None:
+                await metrics.close()
         print(f"certwatch sensor: {publisher.published:,} events published, "
               f"{publisher.dropped:,} dropped", file=sys.stderr)
         return status
@@ -172,15 +189,24 @@ def cmd_processor(args: argparse.Namespace) -> int:
             return _fail(f"cannot reach the broker: {error}", EXIT_FAILURE)
         if mqtt is not None:
             await mqtt.start()
+        service = processor_service(bus, processor, group=args.group, mqtt=mqtt)
+
+        def processor_ready() -> tuple[bool, str]:
+            return (True, "consuming") if bus.reachable else (False, "broker unreachable")
+
+        metrics = await start_metrics(
+            args, [ProcessorCollector(processor, lambda: service.dead_letters)],
+            processor_ready)
         try:
-            service = await run_processor(bus, processor, group=args.group, mqtt=mqtt,
-                                          stop=stop)
+            await run_processor(service, stop)
         except BusError as error:  # uncommitted events are consumed again on restart
             return _fail(f"processor stopped: {error}", EXIT_FAILURE)
         finally:
             if mqtt is not None:
                 await mqtt.close()
             await bus.close()
+            if metrics is not None:
+                await metrics.close()
         print(f"certwatch processor: {processor.stats.events:,} events, "
               f"{sum(processor.stats.alerts.values()):,} alerts, "
               f"{service.dead_letters:,} dead letters", file=sys.stderr)

@@ -19,17 +19,17 @@ from processors.engine import Processor
 log = logging.getLogger("certwatch.processor")
 
 
-async def run_processor(
-    bus: Bus,
-    processor: Processor,
-    *,
-    group: str,
-    mqtt: MqttAlertPublisher | None,
-    stop: asyncio.Event,
+def processor_service(
+    bus: Bus, processor: Processor, *, group: str, mqtt: MqttAlertPublisher | None
 ) -> ProcessorService:
+    """The consumer-group member: alerts to the bus's alert topic and, optionally, MQTT."""
+    return ProcessorService(processor, bus, group=group,
+                            on_alert=mqtt.publish_alert if mqtt is not None else None)
+
+
+async def run_processor(service: ProcessorService, stop: asyncio.Event) -> ProcessorService:
     """Consume until ``stop`` is set (or the bus ends), then shut down cleanly."""
-    service = ProcessorService(processor, bus, group=group,
-                               on_alert=mqtt.publish_alert if mqtt is not None else None)
+    processor = service.processor
     work = asyncio.create_task(service.run(), name="processor")
     await until_stopped(work, stop)
     stats = processor.stats

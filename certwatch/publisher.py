@@ -54,6 +54,12 @@ class SensorPublisher:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def broker_reachable(self) -> bool:
+        """False while publishes fail or the queue overflows (from the first failure or
+        drop to the next successful publish)."""
+        return not (self._broker_lost or self._dropping)
+
+    @property
     def queued(self) -> int:
         return len(self._queue)
 

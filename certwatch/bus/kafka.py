@@ -247,6 +247,11 @@ class KafkaBus:
             self._unavailable = False
             log.info("kafka broker reachable again; publishing resumed")
 
+    @property
+    def reachable(self) -> bool:
+        """False from a publish that found the broker unavailable until one succeeds."""
+        return not self._unavailable
+
     def _publish_failed(self, error: BaseException, total: int, failed: int = 0) -> BusError:
         what = f"{failed} of {total} messages" if failed else f"publishing {total} message(s)"
         result = translate(error, f"{what} not acknowledged within "

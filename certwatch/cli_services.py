@@ -147,7 +147,7 @@ def cmd_sensor(args: argparse.Namespace) -> int:
                     publish_captures(args.pcap, sensor, publisher, speed=args.speed))
                 if await until_stopped(replay, stop):
                     report = replay.result()
-                    print(summary(report, sensor), file=sys.stderr)
+                    print(summary(report, sensor, title="certwatch sensor"), file=sys.stderr)
                     if report.failed:
                         return EXIT_BAD_INPUT
                 else:

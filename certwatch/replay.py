@@ -107,7 +107,7 @@ class Pacer:
 
 
 def summary(report: ReplayReport, sensor: Sensor,
-            alerts: ProcessorStats | None = None) -> str:
+            alerts: ProcessorStats | None = None, *, title: str = "certwatch replay") -> str:
     """The end-of-run summary a person reads: what was seen and what was skipped."""
     stats = sensor.stats
     rate = stats.packets / report.seconds if report.seconds > 0 else 0.0
@@ -118,7 +118,7 @@ def summary(report: ReplayReport, sensor: Sensor,
     if report.skipped_records:
         skipped.append(f"{report.skipped_records} malformed capture records")
     lines = [
-        f"certwatch replay: {report.captures} capture(s), {stats.packets:,} packets "
+        f"{title}: {report.captures} capture(s), {stats.packets:,} packets "
         f"in {report.seconds:.2f} s ({rate:,.0f} packets/s)",
         f"  flows          {sensor.flows.created:,} (TLS {stats.tls_flows:,}, "
         f"not TLS {stats.not_tls_flows:,}; evicted {sensor.flows.evicted:,}); "

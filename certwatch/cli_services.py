@@ -7,6 +7,7 @@ import asyncio
 import encodings.idna  # noqa: F401  (resolving broker names after dropping root needs it)
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from certwatch.metrics import (
 )
 from certwatch.processor_service import processor_service, run_processor
 from certwatch.publisher import SensorPublisher
+from certwatch.reload import PolicyReloader
 from certwatch.replay import summary
 from certwatch.sensor_service import (
     capture_live,
@@ -197,6 +199,9 @@ def cmd_processor(args: argparse.Namespace) -> int:
         metrics = await start_metrics(
             args, [ProcessorCollector(processor, lambda: service.dead_letters)],
             processor_ready)
+        if args.policy is not None:
+            reloader = PolicyReloader(args.policy, service, DETECTORS)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.reload)
         try:
             await run_processor(service, stop)
         except BusError as error:  # uncommitted events are consumed again on restart

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLE ?= tests/data/ja4/latest.pcapng
 CORPUS ?= ../shared/corpus
 
-.PHONY: setup services run test lint corpus-check schemas clean bench
+.PHONY: setup services run test lint corpus-check schemas clean bench fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ corpus-check: setup
 # bench/.cache/); BENCH_ARGS=--quick for a fast look. See bench/README.md.
 bench: setup
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Every fuzz target for FUZZ_SECONDS each (atheris when installed, else the mutation loop);
+# crashers land in tests/data/fuzz/<target>/ and tests/fuzz replays them.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?= tls_records x509 reassembly capture sensor
+fuzz: setup
+	@for t in $(FUZZ_TARGETS); do \
+	  $(BIN)/python -m fuzz.run $$t --seconds $(FUZZ_SECONDS) || status=1; \
+	done; exit $${status:-0}
 
 schemas: setup
 	$(BIN)/certwatch schema export schemas/json

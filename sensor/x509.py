@@ -483,7 +483,10 @@ def _describe_signature(cert: x509.Certificate, tbs: TbsView, fields: _Fields) -
 def _names_equal(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.subject == cert.issuer)
-    except ValueError:  # an undecodable name equals nothing we could compare it with
+    # An undecodable name equals nothing we could compare it with. cryptography raises
+    # TypeError, not ValueError, for an attribute whose value is a BIT STRING under another
+    # OID (found by fuzzing: tests/data/fuzz/x509/crash-0326b2d5cc7aee45).
+    except (ValueError, TypeError):
         return False
 
 

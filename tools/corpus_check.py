@@ -8,15 +8,17 @@ counts per field and per tool how often we agree, disagree, or have no value whe
 tool has one (:mod:`tools.compare`). It prints a table, then every disagreement and every miss.
 
 It is a report: the exit status is 0 whatever the numbers, and 1 only when the sensor
-raised on a capture (the traceback is printed). The sensor is TCP-only for now, so
-captures whose handshakes are all over UDP (DTLS, QUIC) are skipped and listed, and UDP
-handshakes inside mixed captures are left out of the counts.
+raised on a capture (the traceback is printed). Handshakes over UDP (QUIC, DTLS) are
+compared too, in a table of their own: a reference's UDP handshake is paired with our UDP
+handshake events on the same endpoints, so the TCP figures stay comparable with earlier
+runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import sys
@@ -36,6 +38,7 @@ from sensor.config import SensorConfig
 from sensor.decode import decode_frame, format_addr
 from sensor.errors import DecodeError
 from sensor.sensor import Sensor
+from sensor.udp import decode_udp
 from tools.compare import Finding, Ours, Pair, Report, Tally, compare_capture, fmt_key
 from tools.expected import (
     FIELDS,
@@ -114,6 +117,7 @@ def ours_from_event(event: HandshakeEvent) -> Ours:
 @dataclass(slots=True)
 class SensorRun:
     handshakes: list[Ours] = field(default_factory=list)
+    udp_handshakes: list[Ours] = field(default_factory=list)
     pairs: set[Pair] = field(default_factory=set)
     packets: int = 0
     seconds: float = 0.0
@@ -142,6 +146,8 @@ def run_sensor(path: Path, config: SensorConfig) -> SensorRun:
             if segment is not None:
                 raw_pairs.add((segment.src_addr, segment.src_port,
                                segment.dst_addr, segment.dst_port))
+            else:
+                _add_udp_pair(linktype, data, raw_pairs)
             if sensor.pending > 256:
                 events.extend(sensor.drain())
         if reader.truncated:
@@ -158,11 +164,24 @@ def run_sensor(path: Path, config: SensorConfig) -> SensorRun:
     run.handshakes = [
         ours_from_event(e) for e in handshakes if e.network.transport == "tcp"
     ]
+    run.udp_handshakes = [
+        ours_from_event(e) for e in handshakes if e.network.transport == "udp"
+    ]
     run.pairs = {
         unordered((format_addr(a), p, format_addr(b), q)) for a, p, b, q in raw_pairs
     }
     run.seconds = time.perf_counter() - started
     return run
+
+
+def _add_udp_pair(linktype: int, data: bytes,
+                  pairs: set[tuple[bytes, int, bytes, int]]) -> None:
+    try:
+        datagram = decode_udp(linktype, data)
+    except DecodeError:
+        return
+    if datagram is not None:
+        pairs.add((datagram.src_addr, datagram.src_port, datagram.dst_addr, datagram.dst_port))
 
 
 # -- their side ----------------------------------------------------------------------------
@@ -210,22 +229,15 @@ def load_references(corpus: Path, entry: CatalogEntry) -> References:
     return refs
 
 
-def udp_only(refs: References) -> bool:
-    """tshark saw handshakes, and all of them over UDP (DTLS or QUIC)."""
-    return bool(refs.tshark_pairs) and all(t == "udp" for t in refs.tshark_pairs.values())
-
-
 # -- the run -------------------------------------------------------------------------------
 
 def check_capture(
     corpus: Path, entry: CatalogEntry, config: SensorConfig, fields: Sequence[str],
-    report: Report,
+    report: Report, udp_report: Report | None = None,
 ) -> None:
-    """Load the references, run the sensor, compare; a sensor exception is recorded."""
+    """Load the references, run the sensor, compare; a sensor exception is recorded.
+    UDP handshakes (QUIC, DTLS) are counted in ``udp_report`` (left out when None)."""
     refs = load_references(corpus, entry)
-    if udp_only(refs):
-        report.skipped.append((entry.path, "handshakes only over UDP (DTLS/QUIC); TCP-only"))
-        return
     try:
         run = run_sensor(corpus / entry.path, config)
     except Exception:  # the report must go on; every crash is shown and fails the run
@@ -239,14 +251,26 @@ def check_capture(
     report.sensor_seconds += run.seconds
     report.our_handshakes += len(run.handshakes)
     known = run.pairs | set(refs.tshark_pairs)
-    compare_capture(entry.path, run.handshakes, refs.records, known, fields, report)
+    tcp = [r for r in refs.records if r.transport == "tcp"]
+    udp = [r for r in refs.records if r.transport != "tcp"]
+    compare_capture(entry.path, run.handshakes, tcp if udp_report else refs.records, known,
+                    fields, report)
+    if udp_report is not None and (udp or run.udp_handshakes):
+        udp_report.captures += 1
+        udp_report.packets += run.packets
+        udp_report.our_handshakes += len(run.udp_handshakes)
+        # compare_capture pairs "tcp" records only; ours are UDP events, so the references
+        # are relabelled for the pairing (endpoints and values unchanged).
+        relabelled = [dataclasses.replace(r, transport="tcp") for r in udp]
+        compare_capture(entry.path, run.udp_handshakes, relabelled, known, fields, udp_report)
 
 
 def run_corpus(
     corpus: Path, only: str | None = None, foxio: bool = False,
-    progress: bool = False,
+    progress: bool = False, udp_report: Report | None = None,
 ) -> Report:
-    """Check every catalogued capture whose path contains ``only``."""
+    """Check every catalogued capture whose path contains ``only``; UDP handshakes are
+    counted in ``udp_report`` when one is given, else left out (``udp_left_out``)."""
     config = SensorConfig(name="corpus-check", foxio_fingerprints=foxio)
     fields = [name for name in FIELDS if foxio or name != "ja4s"]
     report = Report()
@@ -255,7 +279,7 @@ def run_corpus(
             continue
         if progress:
             print(f"  {entry.path}", file=sys.stderr)
-        check_capture(corpus, entry, config, fields, report)
+        check_capture(corpus, entry, config, fields, report, udp_report)
     return report
 
 
@@ -267,18 +291,8 @@ def _cell(tally: Tally | None) -> str:
     return f"{tally.agree}/{tally.total} ({100 * tally.agree // tally.total}%)"
 
 
-def render(report: Report, elapsed: float) -> str:
-    """The human report: summary, field x tool table, then every finding."""
-    lines = [
-        f"certwatch corpus check: {report.captures} captures, {report.packets} packets, "
-        f"{report.our_handshakes} TCP handshake events "
-        f"(sensor {report.sensor_seconds:.1f} s, total {elapsed:.1f} s)",
-        f"skipped {len(report.skipped)} UDP-only captures; left out "
-        f"{report.udp_left_out} UDP handshakes of mixed captures; "
-        f"{report.our_unreferenced} of our handshakes no tool reports",
-        "",
-        "agree/total per field and tool (total: handshakes where the tool has a value)",
-    ]
+def _table_and_findings(report: Report) -> list[str]:
+    lines = ["agree/total per field and tool (total: handshakes where the tool has a value)"]
     width = 20
     lines.append("field".ljust(14) + "".join(tool.rjust(width) for tool in TOOLS))
     for name in (*FIELDS,):
@@ -300,6 +314,31 @@ def render(report: Report, elapsed: float) -> str:
         f"  {f.capture} | {fmt_key(f.key)} | {f.field} | {f.theirs} ({f.tool})"
         for f in _collapse_missing(report.missing)
     ]
+    return lines
+
+
+def render(report: Report, elapsed: float, udp: Report | None = None) -> str:
+    """The human report: summary, field x tool table, then every finding; then the same
+    for UDP handshakes (QUIC, DTLS) when ``udp`` is given."""
+    left_out = (f"left out {report.udp_left_out} UDP handshakes" if udp is None
+                else "UDP handshakes in their own table below")
+    lines = [
+        f"certwatch corpus check: {report.captures} captures, {report.packets} packets, "
+        f"{report.our_handshakes} TCP handshake events "
+        f"(sensor {report.sensor_seconds:.1f} s, total {elapsed:.1f} s)",
+        f"{left_out}; {report.our_unreferenced} of our handshakes no tool reports",
+        "",
+        *_table_and_findings(report),
+    ]
+    if udp is not None:
+        lines += [
+            "",
+            f"UDP (QUIC, DTLS): {udp.captures} captures with UDP handshakes, "
+            f"{udp.our_handshakes} UDP handshake events; {udp.our_unreferenced} of them "
+            "no tool reports",
+            "",
+            *_table_and_findings(udp),
+        ]
     if report.skipped:
         lines.append("")
         lines.append("skipped captures:")
@@ -337,7 +376,14 @@ def _collapse_missing(findings: Sequence[Finding]) -> list[Finding]:
     return out
 
 
-def to_json(report: Report) -> dict[str, object]:
+def to_json(report: Report, udp: Report | None = None) -> dict[str, object]:
+    out = _report_json(report)
+    if udp is not None:
+        out["udp"] = _report_json(udp)
+    return out
+
+
+def _report_json(report: Report) -> dict[str, object]:
     return {
         "summary": {
             "captures": report.captures, "packets": report.packets,
@@ -378,10 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The sensor logs the first anomaly of each kind; here they are reported per capture.
     logging.getLogger("certwatch").addHandler(logging.NullHandler())
     started = time.perf_counter()
-    report = run_corpus(args.corpus, args.only, args.foxio, args.progress)
-    print(render(report, time.perf_counter() - started))
+    udp = Report()
+    report = run_corpus(args.corpus, args.only, args.foxio, args.progress, udp)
+    print(render(report, time.perf_counter() - started, udp))
     if args.json is not None:
-        args.json.write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(to_json(report, udp), indent=1) + "\n",
+                             encoding="utf-8")
     return 1 if report.crashes else 0
 
 

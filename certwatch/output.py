@@ -46,13 +46,42 @@ def _dump(model: BaseModel) -> str:
         model, by_alias=True, exclude_none=True).decode()
 
 
-def _fields(cls: type[BaseModel]) -> tuple[tuple[str, str], ...]:
-    """(attribute, '"key":') of each field, in the order pydantic writes them."""
-    return tuple((name, to_json(info.serialization_alias or info.alias or name).decode() + ":")
-                 for name, info in cls.model_fields.items())
+#: Fields of the composed models that hold shared (or composed) models; each composed
+#: model's other fields are serialised together, one serializer call per run of them.
+_COMPOSED_FIELDS: dict[type[BaseModel], frozenset[str]] = {
+    HandshakeEvent: frozenset({"tls", "certwatch"}),
+    HandshakeExtension: frozenset({"tls"}),
+    Tls: frozenset({"server"}),
+    TlsDetail: frozenset({"client_hello", "server_hello", "server_chain", "client_chain"}),
+    CertificateEvent: frozenset({"hash", "x509", "certwatch"}),
+    CertificateExtension: frozenset({"certificate"}),
+}
+#: A step of a composed model's plan: ``(None, run)`` serialises the fields named in ``run``
+#: in one call; ``(name, '"key":')`` writes one composed field.
+_Step = tuple[str | None, Any]
 
 
-_FIELDS = {cls: _fields(cls) for cls in _COMPOSED}
+def _plan(cls: type[BaseModel]) -> tuple[_Step, ...]:
+    """The steps writing ``cls``, in the order pydantic writes its fields: runs of plain
+    fields (one serializer call each: fewer calls is most of the saving) and the fields
+    whose values may be shared models, written one by one."""
+    steps: list[_Step] = []
+    run: set[str] = set()
+    for name, info in cls.model_fields.items():
+        if name not in _COMPOSED_FIELDS[cls]:
+            run.add(name)
+            continue
+        if run:
+            steps.append((None, run))
+            run = set()
+        steps.append((name, to_json(info.serialization_alias or info.alias or name).decode()
+                      + ":"))
+    if run:
+        steps.append((None, run))
+    return tuple(steps)
+
+
+_PLANS = {cls: _plan(cls) for cls in _COMPOSED}
 
 
 class JsonLinesWriter:
@@ -83,14 +112,21 @@ class JsonLinesWriter:
                 self._fragments.clear()
             self._fragments[id(model)] = (model, text)
             return text
-        fields = _FIELDS.get(cls)
-        if fields is None:
+        plan = _PLANS.get(cls)
+        if plan is None:
             return _dump(model)
+        serializer = model.__pydantic_serializer__
         parts = []
-        for name, key in fields:
+        for name, arg in plan:
+            if name is None:
+                text = serializer.to_json(model, include=arg, by_alias=True,
+                                          exclude_none=True).decode()
+                if len(text) > 2:  # not "{}": every field of the run was None
+                    parts.append(text[1:-1])
+                continue
             value = getattr(model, name)
             if value is not None:
-                parts.append(key + self._value(value))
+                parts.append(arg + self._value(value))
         return "{" + ",".join(parts) + "}"
 
     def _value(self, value: Any) -> str:

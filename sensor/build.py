@@ -10,7 +10,10 @@ event repeats across handshakes: the same client software sends the same hello l
 server sends the same chain. So the parts that are functions of those alone (the hello
 summaries with their fingerprints, each certificate's models, the ``tls.server`` block) are
 validated once and reused from bounded memo tables; the models are frozen, so sharing them
-between events is safe. The per-event models are still validated as before.
+between events is safe. The per-event models are made without validating them again
+(``sensor.fastmodel``: every value is already of its field's type; a test builds every test
+capture's events both ways and compares them), and the small ones that repeat (``network``,
+the server's endpoint, the key exchange) are memoised too.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from sensor import fingerprints
 from sensor.anomalies import Anomaly
 from sensor.config import SensorConfig
 from sensor.decode import format_addr
+from sensor.fastmodel import make
 from sensor.flows import Flow
 from sensor.session import SessionRecord, Side
 from sensor.tls import messages as m
@@ -149,6 +153,9 @@ class EventBuilder:
         self._server_hellos: dict[tuple[Hashable, ...], ServerHelloSummary] = {}
         self._ja3s: dict[tuple[Hashable, ...], str] = {}
         self._servers: dict[tuple[Hashable, ...], TlsServer] = {}
+        self._networks: dict[tuple[Hashable, ...], Network] = {}
+        self._key_exchanges: dict[tuple[int | None, str | None], KeyExchange] = {}
+        self._server_endpoints: dict[tuple[str, int], Endpoint] = {}
 
     def _remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
         if len(table) >= MEMO_ENTRIES:
@@ -158,7 +165,10 @@ class EventBuilder:
 
     # -- handshakes ------------------------------------------------------------------------
 
-    def handshake(self, flow: Flow, record: SessionRecord) -> HandshakeEvents:
+    def handshake(self, flow: Flow, record: SessionRecord, ja4_transport: str = "t"
+                  ) -> HandshakeEvents:
+        """The events of one finished handshake. ``ja4_transport`` is JA4's protocol
+        character: ``t`` (TCP), ``q`` (QUIC) or ``d`` (DTLS); the latter two are UDP."""
         (client_addr, client_port), (server_addr, server_port) = flow.client_server()
         client_ip, server_ip = format_addr(client_addr), format_addr(server_addr)
         start = record.client_hello_time or record.server_hello_time or flow.session_start
@@ -173,9 +183,9 @@ class EventBuilder:
                                               strict=True)]
         ch, sh = record.client_hello, _deciding_server_hello(record)
         sni = ch.server_name if ch else None
-        hello = self._hello_models(ch) if ch else None
+        hello = self._hello_models(ch, ja4_transport) if ch else None
         tls = self._tls(record, hello, server_chain, server_models, client_models)
-        detail = TlsDetail(
+        detail = make(TlsDetail,
             client_hello=hello.summary if hello else None,
             server_hello=self._server_hello(sh, record.first_server_hello or sh, ch)
             if sh else None,
@@ -185,7 +195,7 @@ class EventBuilder:
                 record.server_hello.selected_version) == ("tls", "1.3"),
             key_exchange=self._key_exchange(record),
             alerts=[self._alert(side, alert) for side, alert in record.alerts],
-            timing=HandshakeTiming(
+            timing=make(HandshakeTiming,
                 client_hello_to_server_hello=nanoseconds(
                     record.client_hello_time, record.server_hello_time),
                 server_hello_to_handshake_end=nanoseconds(
@@ -195,9 +205,9 @@ class EventBuilder:
             ended_by=record.ended_by or "capture_end",
             parse_error=record.parse_error,
         )
-        event = HandshakeEvent(
+        event = make(HandshakeEvent,
             timestamp=utc(start),
-            event=EventFields(
+            event=make(EventFields,
                 id=event_id(self.observer.name, client_ip, client_port, server_ip, server_port,
                             repr(start)),
                 kind="event",
@@ -210,12 +220,12 @@ class EventBuilder:
                 duration=nanoseconds(start, end),
             ),
             observer=self.observer,
-            source=Endpoint(ip=client_ip, port=client_port),
-            destination=Endpoint(ip=server_ip, port=server_port),
-            network=self._network(flow, server_addr),
+            source=make(Endpoint, ip=client_ip, port=client_port),
+            destination=self._server_endpoint(server_ip, server_port),
+            network=self._network(flow, server_addr, ja4_transport),
             tls=tls,
-            certwatch=HandshakeExtension(
-                tls=detail, flow=FlowCounters(packets=flow.packets, bytes=flow.bytes)
+            certwatch=make(HandshakeExtension,
+                tls=detail, flow=make(FlowCounters, packets=flow.packets, bytes=flow.bytes)
             ),
         )
         certs = self._certificate_events(
@@ -236,7 +246,7 @@ class EventBuilder:
     ) -> Tls:
         ch, sh = record.client_hello, _deciding_server_hello(record)
         client_leaf = client_models[0] if client_models else None
-        client = TlsClient(
+        client = make(TlsClient,
             server_name=ch.server_name if ch else None,
             ja3=hello.ja3 if hello else None,
             supported_ciphers=hello.supported_ciphers if hello else [],
@@ -247,9 +257,9 @@ class EventBuilder:
         first_sh = record.first_server_hello or sh
         server = self._tls_server(first_sh, server_chain, server_models)
         if sh is None:
-            return Tls(established=record.established, client=client, server=server)
+            return make(Tls, established=record.established, client=client, server=server)
         protocol, version = registry.version_ecs(sh.selected_version)
-        return Tls(
+        return make(Tls,
             version=version,
             # A version no registry knows is still reported (as unknown-0xNNNN), with no
             # protocol family rather than a guessed one.
@@ -318,23 +328,28 @@ class EventBuilder:
         curve = self._curve(record)
         if ske is None and curve is None:
             return None
-        return KeyExchange(dh_prime_bits=ske.dh_prime_bits if ske else None, named_group=curve)
+        key = (ske.dh_prime_bits if ske else None, curve)
+        exchange = self._key_exchanges.get(key)
+        if exchange is None:
+            exchange = make(KeyExchange, dh_prime_bits=key[0], named_group=curve)
+            self._remember(self._key_exchanges, key, exchange)
+        return exchange
 
-    def _hello_models(self, ch: m.ClientHello) -> _HelloModels:
+    def _hello_models(self, ch: m.ClientHello, transport: str = "t") -> _HelloModels:
         """The summary, JA3 and named cipher list of a ClientHello, memoised by its lists."""
-        key = _hello_key(ch)
+        key = _hello_key(ch) if transport == "t" else (*_hello_key(ch), transport)
         models = self._hellos.get(key)
         if models is None:
             models = _HelloModels(
-                summary=self._client_hello(ch),
+                summary=self._client_hello(ch, transport),
                 ja3=fingerprints.ja3(ch),
                 supported_ciphers=[registry.cipher_suite_name(c) for c in ch.cipher_suites],
             )
             self._remember(self._hellos, key, models)
         return models
 
-    def _client_hello(self, ch: m.ClientHello) -> ClientHelloSummary:
-        ja4, ja4_r, ja4_o, ja4_ro = fingerprints.ja4_all(ch)
+    def _client_hello(self, ch: m.ClientHello, transport: str = "t") -> ClientHelloSummary:
+        ja4, ja4_r, ja4_o, ja4_ro = fingerprints.ja4_all(ch, transport=transport)
         return ClientHelloSummary(
             legacy_version=registry.version_name(ch.legacy_version),
             supported_versions=[registry.version_name(v) for v in ch.supported_versions],
@@ -387,7 +402,7 @@ class EventBuilder:
 
     @staticmethod
     def _alert(side: Side, alert: m.AlertMessage) -> TlsAlert:
-        return TlsAlert(
+        return make(TlsAlert,
             sender=side.value,
             level=None if alert.level is None else registry.alert_level_name(alert.level),
             description=None if alert.description is None
@@ -395,13 +410,30 @@ class EventBuilder:
             encrypted=alert.encrypted,
         )
 
-    def _network(self, flow: Flow, server_addr: bytes) -> Network:
+    def _network(self, flow: Flow, server_addr: bytes, ja4_transport: str = "t") -> Network:
+        """``network``: a function of the address family, transport and VLANs, memoised."""
         vlans = flow.vlans
-        return Network(
-            type="ipv6" if len(server_addr) == 16 else "ipv4",
-            vlan=Vlan(id=str(vlans[0])) if vlans else None,
-            inner=NetworkInner(vlan=Vlan(id=str(vlans[1]))) if len(vlans) > 1 else None,
-        )
+        key = (len(server_addr), ja4_transport, vlans)
+        network = self._networks.get(key)
+        if network is None:
+            network = make(
+                Network,
+                type="ipv6" if len(server_addr) == 16 else "ipv4",
+                transport="tcp" if ja4_transport == "t" else "udp",
+                vlan=make(Vlan, id=str(vlans[0])) if vlans else None,
+                inner=make(NetworkInner, vlan=make(Vlan, id=str(vlans[1])))
+                if len(vlans) > 1 else None,
+            )
+            self._remember(self._networks, key, network)
+        return network
+
+    def _server_endpoint(self, ip: str, port: int) -> Endpoint:
+        """``destination``: servers repeat (clients, with their ephemeral ports, do not)."""
+        endpoint = self._server_endpoints.get((ip, port))
+        if endpoint is None:
+            endpoint = make(Endpoint, ip=ip, port=port)
+            self._remember(self._server_endpoints, (ip, port), endpoint)
+        return endpoint
 
     # -- certificates ------------------------------------------------------------------------
 
@@ -483,9 +515,9 @@ class EventBuilder:
             for position, (info, models) in enumerate(chain):
                 if not self._first_sighting(info.sha256, timestamp):
                     continue
-                events.append(CertificateEvent(
+                events.append(make(CertificateEvent,
                     timestamp=utc(timestamp),
-                    event=EventFields(
+                    event=make(EventFields,
                         id=event_id(self.observer.name, "certificate", info.sha256,
                                     repr(timestamp)),
                         kind="event",
@@ -496,9 +528,9 @@ class EventBuilder:
                     observer=self.observer,
                     hash=models.hashes,
                     x509=models.x509,
-                    certwatch=CertificateExtension(
+                    certwatch=make(CertificateExtension,
                         certificate=models.extra,
-                        seen=CertificateSighting(
+                        seen=make(CertificateSighting,
                             role=side.value,
                             position=position,
                             server_ip=server_ip,

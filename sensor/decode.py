@@ -28,6 +28,7 @@ from typing import NamedTuple
 from sensor.errors import CaptureError, DecodeError
 
 __all__ = [
+    "ETH_IPV4_TCP_ALL",
     "ETH_IPV4_TCP_HEAD",
     "SUPPORTED_LINKTYPES",
     "TCP_PORTS_FLAGS",
@@ -99,6 +100,9 @@ _ETH_IPV4 = struct.Struct("!H" + _IPV4.format[1:])  # EtherType, then the IPv4 f
 #: destination); and at a TCP header, (source port, destination port, data offset, flags).
 ETH_IPV4_TCP_HEAD = _ETH_IPV4.unpack_from
 TCP_PORTS_FLAGS = struct.Struct("!HH8xBB").unpack_from
+#: Both in one call, the TCP header taken at offset 34 (where it is when the IPv4 header has
+#: no options, IHL 5: nearly always); a caller checks the IHL before trusting the TCP part.
+ETH_IPV4_TCP_ALL = struct.Struct("!H" + _IPV4.format[1:] + "HH8xBB").unpack_from
 _IPV6 = struct.Struct("!IHBx16s16s")  # ver/class/flow, payload length, next header, src, dst
 _TCP = struct.Struct("!HHIIBB")  # ports, seq, ack, data offset, flags
 _U16 = struct.Struct("!H")

@@ -8,6 +8,7 @@ learnt from the SYN or, mid-stream, from who sends the ClientHello.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from enum import Enum
 
@@ -138,7 +139,11 @@ class FlowTable:
     def __init__(self, max_flows: int) -> None:
         self.max_flows = max_flows
         self._entries: dict[FlowKey, tuple[Flow, int]] = {}
-        self._flows: dict[int, Flow] = {}  # id(flow) -> flow, in creation order
+        # id(flow) -> flow, in creation order. An OrderedDict, not a dict: finding a dict's
+        # first item skips every slot deleted before it (until the next resize), so under a
+        # flood evicting the oldest flow cost ~35 us at 262,144 flows (1M half-open flows:
+        # 141 s); the OrderedDict's linked list makes it O(1) for ~60 bytes a flow.
+        self._flows: OrderedDict[int, Flow] = OrderedDict()
         self.created = 0
         self.evicted = 0
         self.expired = 0
@@ -171,7 +176,7 @@ class FlowTable:
         self._flows.pop(id(flow), None)
 
     def oldest(self) -> Flow:
-        """The flow created longest ago (dicts keep insertion order)."""
+        """The flow created longest ago."""
         return next(iter(self._flows.values()))
 
     def idle_since(self, now: float, timeouts: dict[FlowState, float]) -> list[Flow]:

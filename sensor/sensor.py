@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from schemas.events import SensorEvent
 from sensor.anomalies import Anomaly, AnomalyCounter
 from sensor.build import EventBuilder
 from sensor.config import SensorConfig
 from sensor.decode import (
-    ETH_IPV4_TCP_HEAD,
+    ETH_IPV4_TCP_ALL,
     ETHERTYPE_IPV4,
     LINKTYPE_ETHERNET,
     SUPPORTED_LINKTYPES,
@@ -29,6 +31,7 @@ from sensor.errors import DecodeError, ParseError
 from sensor.flows import NO_PREFIX, NO_START, Flow, FlowKey, FlowState, FlowTable
 from sensor.reassembly import StreamReassembler
 from sensor.session import Side, TlsSession
+from sensor.udp_sessions import UdpSensor
 
 log = logging.getLogger("certwatch.sensor")
 
@@ -40,6 +43,8 @@ MAX_ACK_PADDING = 6  # see is_ack_padding
 HELLO_PREFIX = 6  # bytes needed to tell a hello: record header (5) + handshake type (1)
 #: Anomaly kind of a handshake message parsed despite a departure from its grammar.
 IRREGULAR_HANDSHAKE = "tls_handshake_irregular"
+#: Anomaly kind of a flow that started like TLS and ended before any hello was complete.
+HELLO_INCOMPLETE = "tls_hello_incomplete"
 _COUNTING, _CLOSED = FlowState.COUNTING, FlowState.CLOSED
 _NO_VLANS: tuple[int, ...] = ()
 
@@ -105,6 +110,8 @@ class Sensor:
         self.now = 0.0
         self._next_sweep = 0.0
         self._events: list[SensorEvent] = []
+        # QUIC and DTLS handshakes, fed only frames without TCP (see sensor.udp_sessions).
+        self.udp = UdpSensor(self.config, self.builder, self.anomalies, self.stats, self._events)
         self._timeouts = {
             FlowState.DETECTING: self.config.handshake_timeout,
             FlowState.HANDSHAKE: self.config.handshake_timeout,
@@ -143,7 +150,8 @@ class Sensor:
             # same segment; but no segment or payload copy is made: only its key, flags and
             # payload length are needed. Anything else, or a packet that changes the flow's
             # state (FIN/RST, a SYN on a closed flow), goes the general way below.
-            ethertype, vihl, total, frag, proto, src, dst = ETH_IPV4_TCP_HEAD(data, 12)
+            ethertype, vihl, total, frag, proto, src, dst, sport, dport, doff, flags = (
+                ETH_IPV4_TCP_ALL(data, 12))
             if (
                 ethertype == ETHERTYPE_IPV4
                 and 0x45 <= vihl <= 0x4F
@@ -155,7 +163,8 @@ class Sensor:
                 if end > len(data):
                     end = len(data)
                 if tcp + 20 <= end:
-                    sport, dport, doff, flags = TCP_PORTS_FLAGS(data, tcp)
+                    if vihl != 0x45:  # IPv4 options: the TCP header is further on
+                        sport, dport, doff, flags = TCP_PORTS_FLAGS(data, tcp)
                     start = tcp + (doff >> 4) * 4
                     if doff >= 0x50 and start <= end:
                         entry = self._flow_entry((src, dst, sport, dport, _NO_VLANS))
@@ -169,6 +178,63 @@ class Sensor:
                                 flow.bytes += end - start
                                 flow.last_seen = timestamp
                                 return
+        self._general(timestamp, linktype, data)
+
+    def process_many(self, frames: Iterator[tuple[float, int, bytes]], limit: int) -> int:
+        """Account for up to ``limit`` frames taken from ``frames``, exactly as calling
+        :meth:`process` for each; returns how many were taken (fewer than ``limit`` only when
+        ``frames`` ran out). Events queue up as with :meth:`process`.
+
+        For a replay loop: the counted-packet path of :meth:`process` is repeated here
+        inline (keep the two the same; tests/sensor/test_process_many.py compares them), so
+        that the bulk of the packets cost no method call and no attribute lookups of the
+        sensor (~0.3 µs of ~1 µs per packet)."""
+        stats, entry_of, general = self.stats, self._flow_entry, self._general
+        now, next_sweep = self.now, self._next_sweep
+        taken = 0
+        for timestamp, linktype, data in islice(frames, limit):
+            taken += 1
+            stats.packets += 1
+            if timestamp > now:
+                now = self.now = timestamp
+                if timestamp >= next_sweep:
+                    self._sweep(timestamp)
+                    next_sweep = self._next_sweep
+            if linktype == LINKTYPE_ETHERNET and len(data) >= 54:
+                ethertype, vihl, total, frag, proto, src, dst, sport, dport, doff, flags = (
+                    ETH_IPV4_TCP_ALL(data, 12))
+                if (
+                    ethertype == ETHERTYPE_IPV4
+                    and 0x45 <= vihl <= 0x4F
+                    and proto == 6
+                    and not frag & 0x1FFF
+                ):
+                    tcp = 14 + (vihl & 0x0F) * 4
+                    end = 14 + total
+                    if end > len(data):
+                        end = len(data)
+                    if tcp + 20 <= end:
+                        if vihl != 0x45:  # IPv4 options: the TCP header is further on
+                            sport, dport, doff, flags = TCP_PORTS_FLAGS(data, tcp)
+                        start = tcp + (doff >> 4) * 4
+                        if doff >= 0x50 and start <= end:
+                            entry = entry_of((src, dst, sport, dport, _NO_VLANS))
+                            if entry is not None:
+                                flow = entry[0]
+                                state = flow.state
+                                if (state is _COUNTING and not flags & (FIN | RST)) or (
+                                    state is _CLOSED and not flags & SYN
+                                ):
+                                    flow.packets += 1
+                                    flow.bytes += end - start
+                                    flow.last_seen = timestamp
+                                    continue
+            general(timestamp, linktype, data)
+            now, next_sweep = self.now, self._next_sweep  # in step, whatever it did
+        return taken
+
+    def _general(self, timestamp: float, linktype: int, data: bytes) -> None:
+        """Everything of :meth:`process` after the counted-packet path."""
         if linktype not in SUPPORTED_LINKTYPES:
             self._anomaly("unsupported_linktype", f"link type {linktype} is not decoded",
                           timestamp)
@@ -180,6 +246,7 @@ class Sensor:
             return
         if segment is None:
             self.stats.not_tcp += 1
+            self.udp.process(timestamp, linktype, data)
             return
         key: FlowKey = (
             segment.src_addr, segment.dst_addr, segment.src_port, segment.dst_port,
@@ -224,6 +291,7 @@ class Sensor:
             if flow.state is FlowState.HANDSHAKE:
                 self._drain_gaps(flow)
                 self._end_session(flow, "capture_end")
+        self.udp.finish(self.now)
         for anomaly in self.anomalies.flush(self.now):
             self._events.append(self.builder.anomaly(anomaly))
         return self.drain()
@@ -421,9 +489,14 @@ class Sensor:
         session = flow.session
         assert session is not None
         flow.drop_parsing_state()
-        if not session.has_hello:
-            return
         record = session.record
+        if not session.has_hello:
+            if record.ended_by != "parse_error":  # a parse error was counted already
+                # The flow opened like TLS but ended before a hello could be read: all a
+                # half-open flood or a client trickling bytes leaves to see (issue 7).
+                self._anomaly(HELLO_INCOMPLETE, f"TLS flow ended ({record.ended_by}) "
+                              "before a complete hello", self.now, flow)
+            return
         events = self.builder.handshake(flow, record)
         self.stats.handshakes[events.version_label] += 1
         self.stats.established += record.established

@@ -1,0 +1,72 @@
+"""Building the per-event schema models without validating them again.
+
+Why: a handshake event is ~13 small pydantic models made afresh for every handshake
+(``event``, ``source``, ``destination``, ``network``, ``tls``, timing, counters...). Their
+validation was a third of the cost of building an event, and it checks nothing the builder
+has not already guaranteed: every value comes from the sensor's own parsed records, with the
+field's exact type (ints from ``struct``, names from the registry, ``datetime`` from
+``sensor.build.utc``). ``BaseModel.model_construct`` skips validation but is slower than
+validating these small models (it walks every field in Python), so :func:`make` fills the
+instance's ``__dict__`` from a precomputed table of defaults instead.
+
+The result is the same object validation gives: equal (``==``), same ``model_fields_set``,
+same JSON. ``tests/sensor/test_fastmodel.py`` builds the events of every test capture both
+ways (:data:`CHECKED`) and compares them field by field, including each value's type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+#: When true, :func:`make` validates like ``cls(**values)`` (the equivalence tests set it).
+CHECKED = False
+
+_set = object.__setattr__
+#: Per model class: (every field in declaration order, with its default or None for a
+#: required field or one with a factory; the fields that have a factory).
+_Template = tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]
+_TEMPLATES: dict[type[BaseModel], _Template] = {}
+
+
+def _template(cls: type[BaseModel]) -> _Template:
+    # Declaration order, as validation fills ``__dict__`` (repr and iteration follow it).
+    fields: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    for name, info in cls.model_fields.items():
+        fields[name] = None if info.is_required() or info.default_factory else info.default
+        if info.default_factory is not None:
+            # A fresh (mutable) default per instance, as validation makes.
+            factories.append((name, info.default_factory))  # type: ignore[arg-type]
+    entry = (fields, tuple(factories))
+    _TEMPLATES[cls] = entry
+    return entry
+
+
+def make(cls: type[M], **values: Any) -> M:
+    """``cls(**values)`` without validation, for values the caller guarantees are of the
+    field's type and within its constraints. ``values`` are keyed by field name (not alias)
+    and must name every required field; unknown names are not checked (``extra="forbid"``
+    is the validated path's job: the equivalence tests run it). Models with validators or
+    private attributes must not be made this way."""
+    if CHECKED:
+        return cls(**values)
+    entry = _TEMPLATES.get(cls)
+    if entry is None:
+        entry = _template(cls)
+    template, factories = entry
+    fields = template.copy()
+    for name, factory in factories:
+        if name not in values:
+            fields[name] = factory()
+    fields.update(values)  # existing keys: declaration order is kept
+    model = cls.__new__(cls)
+    _set(model, "__dict__", fields)
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLE ?= tests/data/ja4/latest.pcapng
 CORPUS ?= ../shared/corpus
 
-.PHONY: setup services run test lint corpus-check schemas clean bench fuzz
+.PHONY: setup services run test lint corpus-check schemas clean bench fuzz floods
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ fuzz: setup
 	@for t in $(FUZZ_TARGETS); do \
 	  $(BIN)/python -m fuzz.run $$t --seconds $(FUZZ_SECONDS) || status=1; \
 	done; exit $${status:-0}
+
+# Four floods (1M half-open flows, 1M SYNs, 16 MiB length claims, 1M one-byte segments), each
+# with 4 real handshakes: peak RSS, time, anomalies reported. FLOODS_ARGS=--quick: CI sizes.
+floods: setup
+	$(BIN)/python -m bench.floods $(FLOODS_ARGS)
 
 schemas: setup
 	$(BIN)/certwatch schema export schemas/json

@@ -2,13 +2,17 @@
 
 With atheris importable the run is coverage-guided (libFuzzer); otherwise a mutation loop
 seeded from the real inputs in tests/data (and ``--corpus`` files) runs for the time
-given. Either way it prints the inputs executed and the crashes, and writes every crasher
-to ``tests/data/fuzz/<target>/`` where the regression test replays it.
+given. Both also seed from the captures of ``../shared/corpus`` when that directory exists
+(extracted per target as tests/data's are) and from the regression inputs already kept in
+``tests/data/fuzz/<target>/``. Either way it prints the inputs executed and the crashes,
+and writes every crasher to ``tests/data/fuzz/<target>/`` where the regression test
+replays it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import random
@@ -21,10 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from unittest import mock
 
+from fuzz import targets as target_module
 from fuzz.targets import DATA_DIR, TARGETS, Target
 
 CRASH_DIR = DATA_DIR / "fuzz"
+SHARED_CORPUS = DATA_DIR.parent.parent.parent / "shared" / "corpus"
+SHARED_CAPTURE_MAX_BYTES = 1 << 20  # larger captures add time to seeding, little shape
 HANG_SECONDS = 5.0  # one input taking longer than this is a hang: a crasher
 MAX_INPUT = 256 * 1024
 _INTERESTING = (0, 1, 0x7F, 0x80, 0xFF)
@@ -81,6 +89,27 @@ def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
     return bytes(buf[:MAX_INPUT])
 
 
+def extra_seeds(name: str, shared: Path | None = SHARED_CORPUS) -> list[bytes]:
+    """More seeds for target ``name``: its kept regression inputs, and the real captures
+    under ``shared`` (``../shared/corpus``) run through the target's own seed extraction;
+    just the former when ``shared`` is None or absent."""
+    seeds = [p.read_bytes()[:MAX_INPUT] for p in sorted((CRASH_DIR / name).glob("*"))
+             if p.is_file()]
+    if shared is None or not shared.is_dir():
+        return seeds
+    captures = sorted(p for p in shared.rglob("*") if p.suffix in (".pcap", ".pcapng")
+                      and p.stat().st_size <= SHARED_CAPTURE_MAX_BYTES)
+    # The extraction reads ``seed_captures()`` through two caches: point it at the shared
+    # captures for this one call, with the caches emptied before and after.
+    cached = [getattr(target_module, n) for n in ("_capture_frames", "_stream_payloads")]
+    with contextlib.ExitStack() as stack:
+        for function in cached:
+            function.cache_clear()
+            stack.callback(function.cache_clear)
+        stack.enter_context(mock.patch.object(target_module, "seed_captures", lambda: captures))
+        return seeds + [s[:MAX_INPUT] for s in TARGETS[name].seeds()]
+
+
 def check(target: Target, data: bytes) -> BaseException | None:
     """Run one input under the hang alarm; return the contract violation, if any."""
     signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
@@ -115,11 +144,15 @@ def mutation_loop(
     seed: int = 0,
     save: bool = True,
     report: Callable[[str], None] = print,
+    shared: Path | None = None,
 ) -> Result:
     """Mutate seeds for ``seconds``; return inputs executed and crashers (one saved per
-    distinct exception type and location)."""
+    distinct exception type and location). ``shared``: also seed from that corpus of
+    captures (see :func:`extra_seeds`)."""
     target = TARGETS[name]
     pool = [s[:MAX_INPUT] for s in target.seeds()]
+    if shared is not None:
+        pool += extra_seeds(name, shared)
     if corpus is not None:
         pool += [p.read_bytes()[:MAX_INPUT] for p in sorted(corpus.rglob("*")) if p.is_file()]
     pool = pool or [b""]
@@ -161,7 +194,7 @@ def run_atheris(name: str, seconds: float, corpus: Path | None) -> None:  # prag
     # libFuzzer grows its first corpus directory: keep that out of tests/data
     seed_dir = Path(tempfile.gettempdir()) / "certwatch-fuzz-corpus" / name
     seed_dir.mkdir(parents=True, exist_ok=True)
-    for data in target.seeds():
+    for data in [*target.seeds(), *extra_seeds(name)]:
         (seed_dir / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
     crash_dir = CRASH_DIR / name
     crash_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_atheris(args.target, args.seconds, args.corpus)
             return 0
-    result = mutation_loop(args.target, args.seconds, corpus=args.corpus)
+    result = mutation_loop(args.target, args.seconds, corpus=args.corpus, shared=SHARED_CORPUS)
     print(f"{args.target}: {result.executed} inputs executed, {len(result.crashes)} crashes")
     return 1 if result.crashes else 0
 

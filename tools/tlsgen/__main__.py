@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tools.tlsgen.pcap import Timing
-from tools.tlsgen.scenarios import NAMES, Options, Scenario, build
+from tools.tlsgen.scenarios import ALL_NAMES, Options, Scenario, build
 
 
 def truth(scenario: Scenario) -> dict[str, object]:
@@ -44,11 +44,11 @@ def truth(scenario: Scenario) -> dict[str, object]:
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.tlsgen", description=__doc__)
-    parser.add_argument("scenario", choices=NAMES)
+    parser.add_argument("scenario", choices=ALL_NAMES)
     parser.add_argument("out", type=Path, help="the pcap to write")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--connections", type=int, help="benchmark: total; steady-plus-burst "
-                        "and handshake-failures: per minute")
+                        "and handshake-failures: per minute; flood-*: the flood's size")
     parser.add_argument("--app-segments", type=int, help="full segments of server data after "
                         "each handshake")
     parser.add_argument("--concurrency", type=int, help="benchmark: connections open at once")

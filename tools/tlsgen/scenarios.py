@@ -26,6 +26,7 @@ from typing import Any
 from tools.tlsgen import handshake as hs
 from tools.tlsgen.certs import CertFactory, Issued, KeyKind, SignatureHash, pem_bundle
 from tools.tlsgen.connection import ConnectionSpec, conversation
+from tools.tlsgen.floods import FLOODS, Flood, flood_spec, write_flood
 from tools.tlsgen.pcap import CaptureStats, TcpConversation, Timing, write_capture
 
 CAPTURE_TIME = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -65,6 +66,8 @@ class Scenario:
     pins: tuple[dict[str, object], ...] = ()
     aggregates: tuple[AggregateExpectation, ...] = ()
     timing: Timing = field(default_factory=Timing)
+    flood: Flood | None = None
+    """Hostile traffic streamed around ``connections`` (``floods``), if any."""
 
     @property
     def roots_pem(self) -> bytes:
@@ -82,6 +85,8 @@ class Scenario:
 
     def write(self, path: str | Path) -> CaptureStats:
         """Write the capture; bytes follow from the scenario and its options alone."""
+        if self.flood is not None:
+            return write_flood(path, self.flood, self.conversations(), self.timing)
         return write_capture(path, self.conversations(), self.timing)
 
 
@@ -261,6 +266,22 @@ def _benchmark(pki: _Pki, o: Options, t0: float) -> _Built:
     return specs, [], []
 
 
+def _flood(name: str) -> CaseBuilder:
+    """The legitimate connections of a flood: TLS 1.2, spread over the flood's duration,
+    to the flooded server for the SYN flood, else each to its own server."""
+    def build(pki: _Pki, o: Options, t0: float) -> _Built:
+        flood = flood_spec(name, o.connections, t0)
+        specs = []
+        for i, offset in enumerate(flood.legit_offsets()):
+            host = f"legit{i}.example.com"
+            where = (client(0, i), server(0)) if flood.kind == "syn" else (client(i, 0),
+                                                                           server(i))
+            specs.append(ConnectionSpec(*where, t0 + offset, **TLS12_ECDHE, sni=host,
+                                        chain=pki.leaf(host)))
+        return specs, [], []
+    return build
+
+
 _SCENARIOS: dict[str, tuple[str, CaseBuilder]] = {
     "clean-tls12": ("TLS 1.2 with valid chains: RSA/ECDHE, ECDSA/ECDHE, RSA/DHE-2048",
                     _clean_tls12),
@@ -302,16 +323,22 @@ _SCENARIOS: dict[str, tuple[str, CaseBuilder]] = {
                            "failures only", _handshake_failures),
     "benchmark": ("70% TLS 1.2 / 30% TLS 1.3 with bulk data, many connections at once",
                   _benchmark),
+    **{name: (description, _flood(name)) for name, (_k, description, _n) in FLOODS.items()},
 }
-NAMES = tuple(_SCENARIOS)
+# Floods are left out of NAMES: every NAMES scenario is seen anomaly-free, connection by
+# connection (tests/tools/test_tlsgen.py); a flood is about bounds (tests/sensor/test_floods).
+NAMES = tuple(name for name in _SCENARIOS if name not in FLOODS)
+ALL_NAMES = tuple(_SCENARIOS)
 
 
 def build(name: str, options: Options = Options()) -> Scenario:
-    """The scenario ``name`` (one of :data:`NAMES`) for ``options``. Raises KeyError for an
+    """The scenario ``name`` (one of :data:`ALL_NAMES`) for ``options``. Raises KeyError for an
     unknown name."""
     description, builder = _SCENARIOS[name]
     pki = _pki(options.seed)
     specs, pins, aggregates = builder(pki, options, CAPTURE_TIME.timestamp())
     specs = [replace(s, label=s.label or name) for s in specs]
+    flood = (flood_spec(name, options.connections, CAPTURE_TIME.timestamp())
+             if name in FLOODS else None)
     return Scenario(name, description, options.seed, tuple(sorted(specs, key=lambda s: s.start)),
-                    (pki.root,), tuple(pins), tuple(aggregates), options.timing)
+                    (pki.root,), tuple(pins), tuple(aggregates), options.timing, flood)

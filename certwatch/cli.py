@@ -27,6 +27,7 @@ from certwatch.output import JsonLinesWriter
 from certwatch.progress import Progress
 from certwatch.replay import ReplayReport, replay, summary
 from certwatch.services import ProcessorService
+from certwatch.workers import cmd_replay_workers, worker_count
 from processors.csr import CsrError, check_csr, exit_status, load_csr, load_private_key
 from processors.engine import Processor
 from processors.policy import Policy
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--speed", type=float, default=None,
                     help="pace by capture time (1.0 = as captured; default: as fast as "
                     "possible)")
+    rp.add_argument("--workers", type=worker_count, default=1, metavar="N",
+                    help="sensor processes sharing the flows (default: 1; see README)")
     add_metrics_flags(rp)
     rp.set_defaults(handler=cmd_replay)
 
@@ -128,6 +131,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         foxio_fingerprints=args.foxio,
         include_chain_der=not args.no_chain_der,
     )
+    if args.workers > 1:
+        return cmd_replay_workers(args, policy, config)
     sensor = Sensor(config)
     with ExitStack() as stack:
         try:

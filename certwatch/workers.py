@@ -1,0 +1,542 @@
+"""``--workers N`` for captures: N processes share the flows of one capture, one parent merges.
+
+Each worker process reads the whole capture itself (the mmap reader costs ~0.6 µs a
+packet) and feeds its sensor only the frames whose flow hashes to it
+(``sensor.flowhash``: both directions of a connection, and tunnelled traffic by its inner
+flow, land on one worker). Frames that are no flow (not TCP, malformed, unknown link type)
+are the sensor's business of worker 0 alone, so every counter is counted once. For the
+frames it skips a worker still lets capture time pass (``Sensor.advance``), so idle
+flows expire at the same packet as in a single sensor.
+
+Each worker sends its events to the parent over a pipe, pickled in batches of JSON text,
+every event tagged with the number of the frame that produced it, and with every batch a
+watermark (all its events up to that frame are sent). The parent releases events in frame
+order once every worker has passed that frame, so the merged stream is the one a single
+sensor emits (events of one frame from several workers, which only idle-flow sweeps and the
+end of input produce, come in worker order). What a single sensor decides across flows is
+decided in the parent, in that order, so the result does not depend on N:
+
+* anomaly rate limiting: workers forward every anomaly raw; the parent's
+  :class:`AnomalyCounter` makes the events (``anomaly_report_interval``);
+* certificate announcements: workers announce every certificate; the parent keeps the
+  first sighting per ``certificate_event_ttl`` (:class:`Announcements`, the rule of
+  ``sensor.build``, compared on the event's microsecond timestamp).
+
+Counters (the summary, ``/metrics``) are the workers' sums, except certificates (counted
+by the parent's announcements) and anomalies (the parent's counter). The flow-table bound
+is divided by N per worker (``--max-flows`` stays the total), so evictions start later or
+earlier than in one table only when a worker's share of flows is uneven.
+
+Back-pressure, not loss: a worker reads a file, so when the parent falls behind the pipe
+fills and the worker waits (losing events would make the result depend on N). The parent
+stops reading a worker that is more than :data:`MAX_HELD` events ahead of the slowest,
+which bounds what it holds; the slowest is always read, so this cannot deadlock. A live
+sensor never waits on anything: its workers publish themselves (``certwatch.workers_live``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from typing import NamedTuple
+
+from prometheus_client.registry import Collector
+
+from certwatch.bus.memory import MemoryBus
+from certwatch.codec import encode
+from certwatch.metrics import ProcessorCollector, SensorCollector, start_metrics
+from certwatch.output import JsonLinesWriter
+from certwatch.progress import Progress
+from certwatch.replay import ReplayReport, summary
+from certwatch.services import ProcessorService
+from processors.engine import Processor
+from processors.policy import Policy
+from processors.registry import DETECTORS
+from schemas.alerts import AlertEvent
+from schemas.events import CertificateEvent, SensorEvent
+from schemas.topics import key_of, topic_of
+from sensor.anomalies import Anomaly, AnomalyCounter
+from sensor.capture import open_capture
+from sensor.config import SensorConfig
+from sensor.errors import CaptureError
+from sensor.flowhash import NOT_A_FLOW, flow_owner
+from sensor.sensor import Sensor
+
+log = logging.getLogger("certwatch.workers")
+
+SEND_MASK = 16_384 - 1  # a watermark every 16384 frames at least, so the parent can release
+SEND_EVERY_ITEMS = 512  # events per pipe message at most (one pickle, one write)
+MAX_HELD = 50_000  # events the parent holds from one worker before it stops reading it
+END = 1 << 62  # the frame tag of what ``Sensor.finish`` emits: after every frame
+MAX_WORKERS = 64
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+FlowEnds = tuple[tuple[bytes, int], tuple[bytes, int]]
+# One item per event or raw anomaly: (frame tag, topic, key, JSON text, certificate sha256
+# or None, timestamp, None). An anomaly: (frame tag, "", kind, detail, None, timestamp,
+# its flow's ends or None).
+Item = tuple[int, str, str, str, str | None, float, FlowEnds | None]
+Emit = Callable[[str, str, str], Awaitable[None]]
+"""(topic, key, JSON text) of one merged event, in order."""
+
+
+class Snapshot(NamedTuple):
+    """A worker's counters, sent with every batch."""
+
+    packets: int
+    not_tcp: int
+    tls_flows: int
+    not_tls_flows: int
+    handshakes: dict[str, int]
+    established: int
+    flows_created: int
+    flows_evicted: int
+    flows_expired: int
+    flows_active: int
+    now: float
+
+
+class WorkerError(RuntimeError):
+    """A worker process ended without finishing its share (it crashed or was killed)."""
+
+
+class ForwardingAnomalies(AnomalyCounter):
+    """A worker's anomaly counter: counts, and keeps every occurrence for the parent
+    instead of rate-limiting locally (the parent's counter decides which become events)."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.raw: list[Anomaly] = []
+
+    def record(
+        self,
+        kind: str,
+        detail: str,
+        timestamp: float,
+        flow: FlowEnds | None = None,
+    ) -> Anomaly | None:
+        self.totals[kind] += 1
+        self.raw.append(Anomaly(kind, detail, timestamp, 1, flow))
+        return None
+
+    def flush(self, timestamp: float) -> list[Anomaly]:
+        return []
+
+
+class Announcements:
+    """Which certificate events a single sensor would have emitted: the first sighting of
+    a fingerprint, then again once ``ttl`` seconds have passed (``EventBuilder``'s rule,
+    bounded the same way: pruned of expired entries past ``2 * cache_size``)."""
+
+    def __init__(self, ttl: float, cache_size: int) -> None:
+        self.ttl = ttl
+        self.bound = 2 * cache_size
+        self._last: dict[str, float] = {}
+
+    def first_sighting(self, sha256: str, timestamp: float) -> bool:
+        last = self._last.get(sha256)
+        if last is not None and timestamp - last < self.ttl:
+            return False
+        if len(self._last) >= self.bound:
+            horizon = timestamp - self.ttl
+            self._last = {k: t for k, t in self._last.items() if t >= horizon}
+            if len(self._last) >= self.bound:
+                self._last.clear()
+        self._last[sha256] = timestamp
+        return True
+
+
+def worker_config(config: SensorConfig, workers: int) -> SensorConfig:
+    """A worker's share of ``config``: 1/N of the flow table, and every certificate
+    announced (the parent applies the TTL; -inf since capture time may step back)."""
+    return replace(config, max_flows=max(1, config.max_flows // workers),
+                   certificate_event_ttl=float("-inf"))
+
+
+# -- the worker process -------------------------------------------------------------------
+
+
+class _Outbox:
+    """A worker's side of the pipe: tagged items, sent in batches with a watermark."""
+
+    def __init__(self, conn: Connection, sensor: Sensor, forward: ForwardingAnomalies) -> None:
+        self.conn, self.sensor, self.forward = conn, sensor, forward
+        self.items: list[Item] = []
+        self.to_json = JsonLinesWriter("-").to_json  # its shared-fragment cache; no output
+        self.progress: tuple[str, int, int | None] | None = None
+
+    def collect(self, tag: int, events: list[SensorEvent]) -> None:
+        """Tag ``events`` and the anomalies recorded while the sensor handled frame ``tag``.
+        Anomalies go after the frame's events: their relative order is lost, which only
+        matters for the order of output, not its content."""
+        append, to_json = self.items.append, self.to_json
+        for event in events:
+            if isinstance(event, CertificateEvent):
+                append((tag, topic_of(event), key_of(event), to_json(event), event.hash.sha256,
+                        event.timestamp.timestamp(), None))
+            else:
+                append((tag, topic_of(event), key_of(event), to_json(event), None, 0.0, None))
+        for anomaly in self.forward.raw:
+            append((tag, "", anomaly.kind, anomaly.detail, None, anomaly.timestamp,
+                    anomaly.flow))
+        self.forward.raw.clear()
+
+    def send(self, watermark: int) -> None:
+        self.conn.send(("batch", watermark, snapshot(self.sensor), self.items, self.progress))
+        self.items = []
+
+
+def snapshot(sensor: Sensor) -> Snapshot:
+    stats, flows = sensor.stats, sensor.flows
+    return Snapshot(stats.packets, stats.not_tcp, stats.tls_flows, stats.not_tls_flows,
+                    dict(stats.handshakes), stats.established, flows.created, flows.evicted,
+                    flows.expired, len(flows), sensor.now)
+
+
+def run_worker(index: int, workers: int, paths: Sequence[str], config: SensorConfig,
+               conn: Connection) -> None:
+    """A worker process's whole life: its share of every capture, then ``finish``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    sensor = Sensor(worker_config(config, workers))
+    forward = ForwardingAnomalies()
+    sensor.anomalies = forward
+    outbox = _Outbox(conn, sensor, forward)
+    report = ReplayReport()
+    frame = 0
+    process, advance, drain = sensor.process, sensor.advance, sensor.drain
+    queue, raw = sensor.queue, forward.raw
+    for path in paths:
+        try:
+            reader = open_capture(path)
+        except CaptureError as error:
+            if index == 0:  # every worker fails alike: one says so
+                log.error("%s", error)
+            report.failed.append((path, str(error)))
+            continue
+        report.captures += 1
+        with reader:
+            for timestamp, linktype, data in reader:
+                frame += 1
+                owner = flow_owner(linktype, data, workers)
+                if owner == index or (owner == NOT_A_FLOW and index == 0):
+                    process(timestamp, linktype, data)
+                elif timestamp > sensor.now:
+                    advance(timestamp)
+                if queue or raw:
+                    outbox.collect(frame, drain())
+                if not frame & SEND_MASK or len(outbox.items) >= SEND_EVERY_ITEMS:
+                    if index == 0:
+                        outbox.progress = (path, reader.bytes_read, reader.bytes_total)
+                    outbox.send(frame)
+            if reader.truncated:
+                if index == 0:
+                    log.warning("%s: capture is truncated; read what was complete", path)
+                report.truncated.append(path)
+            report.skipped_records += reader.skipped_records
+    outbox.send(frame)
+    outbox.collect(END, sensor.finish())
+    outbox.send(END)
+    conn.send(("end", snapshot(sensor), report.captures, report.failed, report.truncated,
+               report.skipped_records))
+    conn.close()
+    log.debug("worker %d: %d of %d frames, %.2f s CPU", index, sensor.stats.packets, frame,
+              time.process_time())
+
+
+# -- the parent -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    watermark: int = 0
+    held: list[Item] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    ended: bool = False
+    reading: bool = False
+
+
+class Merger:
+    """The parent's side: merges the workers' streams in frame order and applies what a
+    single sensor decides across flows (anomaly rate limits, certificate TTL)."""
+
+    def __init__(self, config: SensorConfig, workers: int, emit: Emit) -> None:
+        self.emit = emit
+        self.sensor = Sensor(config)  # never fed: the merged counters, the anomaly builder
+        self.anomalies = AnomalyCounter(config.anomaly_report_interval)
+        self.sensor.anomalies = self.anomalies
+        self.announcements = Announcements(config.certificate_event_ttl,
+                                           config.certificate_cache_size)
+        self.certificates = 0
+        self.emitted = 0
+        self.snapshots: list[Snapshot | None] = [None] * workers
+
+    async def release(self, workers: list[_Worker]) -> None:
+        """Emit, in frame order, every held event that no worker can still precede."""
+        low = min(w.watermark for w in workers)
+        ready: list[Item] = []
+        for worker in workers:
+            held = worker.held
+            cut = 0
+            while cut < len(held) and held[cut][0] <= low:
+                cut += 1
+            if cut:
+                ready.extend(held[:cut])
+                del held[:cut]
+        ready.sort(key=_tag)  # stable: one frame's items stay in worker, then own, order
+        for _, topic, key, text, sha256, timestamp, flow in ready:
+            if not topic:  # a raw anomaly: kind, detail
+                report = self.anomalies.record(key, text, timestamp, flow)
+                if report is not None:
+                    await self._emit_model(report)
+                continue
+            if sha256 is not None:
+                if not self.announcements.first_sighting(sha256, timestamp):
+                    continue
+                self.certificates += 1
+            await self._send(topic, key, text)
+
+    async def _send(self, topic: str, key: str, text: str) -> None:
+        self.emitted += 1
+        await self.emit(topic, key, text)
+
+    async def _emit_model(self, report: Anomaly) -> None:
+        event = self.sensor.builder.anomaly(report)
+        await self._send(topic_of(event), key_of(event), encode(event).decode())
+
+    async def finish(self) -> None:
+        """End of input: the anomaly counts not yet reported, as one event per kind."""
+        self.sensor.stats.certificates = self.certificates
+        self.sensor.now = max((s.now for s in self.snapshots if s is not None), default=0.0)
+        for report in self.anomalies.flush(self.sensor.now):
+            await self._emit_model(report)
+
+    def update(self, index: int, snap: Snapshot) -> None:
+        """Take a worker's counters and make the merged sensor's the sums."""
+        self.snapshots[index] = snap
+        snaps = [s for s in self.snapshots if s is not None]
+        stats, flows = self.sensor.stats, self.sensor.flows
+        stats.packets = sum(s.packets for s in snaps)
+        stats.not_tcp = sum(s.not_tcp for s in snaps)
+        stats.tls_flows = sum(s.tls_flows for s in snaps)
+        stats.not_tls_flows = sum(s.not_tls_flows for s in snaps)
+        stats.handshakes = sum((Counter(s.handshakes) for s in snaps), Counter())
+        stats.established = sum(s.established for s in snaps)
+        stats.certificates = self.certificates
+        flows.created = sum(s.flows_created for s in snaps)
+        flows.evicted = sum(s.flows_evicted for s in snaps)
+        flows.expired = sum(s.flows_expired for s in snaps)
+
+
+def _tag(item: Item) -> int:
+    return item[0]
+
+
+async def replay_workers(
+    paths: Sequence[str],
+    config: SensorConfig,
+    workers: int,
+    emit: Emit,
+    progress: Progress | None = None,
+    merger: Merger | None = None,
+) -> tuple[ReplayReport, Sensor]:
+    """Replay ``paths`` with ``workers`` processes; every merged event goes to ``emit`` in
+    frame order. Returns the report and a sensor object holding the merged counters (for
+    :func:`certwatch.replay.summary`). Raises :class:`WorkerError` if a worker dies; the
+    other workers are then stopped."""
+    started = time.perf_counter()
+    merger = merger or Merger(config, workers, emit)
+    context = multiprocessing.get_context("fork")  # the capture paths and config as they are
+    pool: list[_Worker] = []
+    for index in range(workers):
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(target=run_worker, name=f"certwatch-worker-{index}",
+                                  args=(index, workers, list(paths), config, send), daemon=True)
+        process.start()
+        send.close()
+        pool.append(_Worker(process, receive))
+    report = ReplayReport()
+    try:
+        await _receive(pool, merger, report, progress)
+    finally:
+        for worker in pool:
+            if not worker.ended:  # stopped early (an error, or cancelled): stop it too
+                worker.process.terminate()
+            worker.process.join(5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        if progress is not None:
+            progress.clear()
+    await merger.finish()
+    report.events = merger.emitted
+    report.seconds = time.perf_counter() - started
+    return report, merger.sensor
+
+
+async def _receive(pool: list[_Worker], merger: Merger, report: ReplayReport,
+                   progress: Progress | None) -> None:
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+
+    def sync_readers() -> None:
+        # Read every worker not too far ahead of the slowest (see the module docstring).
+        for worker in pool:
+            want = not worker.ended and len(worker.held) < MAX_HELD
+            if want and not worker.reading:
+                loop.add_reader(worker.conn.fileno(), readable.set)
+            elif worker.reading and not want:
+                loop.remove_reader(worker.conn.fileno())
+            worker.reading = want
+
+    sync_readers()
+    try:
+        while not all(worker.ended for worker in pool):
+            await readable.wait()
+            readable.clear()
+            for index, worker in enumerate(pool):
+                if worker.reading and worker.conn.poll():
+                    _take(index, worker, merger, report, progress)
+            await merger.release(pool)
+            sync_readers()
+    finally:
+        for worker in pool:
+            if worker.reading:
+                loop.remove_reader(worker.conn.fileno())
+                worker.reading = False
+
+
+def _take(index: int, worker: _Worker, merger: Merger, report: ReplayReport,
+          progress: Progress | None) -> None:
+    try:
+        message = worker.conn.recv()
+    except (EOFError, OSError) as error:
+        worker.process.join(5)
+        raise WorkerError(f"worker {index} (pid {worker.process.pid}) ended without finishing "
+                          f"(exit code {worker.process.exitcode})") from error
+    if message[0] == "batch":
+        _, watermark, snap, items, where = message
+        worker.watermark = watermark
+        worker.held.extend(items)
+        merger.update(index, snap)
+        if progress is not None and where is not None:
+            stats = merger.sensor.stats
+            progress.update(where[0], where[1], where[2], stats.packets,
+                            sum(stats.handshakes.values()))
+        return
+    _, snap, captures, failed, truncated, skipped = message
+    worker.ended = True
+    worker.watermark = END + 1
+    merger.update(index, snap)
+    if index == 0:  # every worker read the same files: take one's account of them
+        report.captures, report.failed, report.truncated = captures, failed, truncated
+        report.skipped_records = skipped
+
+
+# -- ``certwatch replay --workers N`` -------------------------------------------------------
+
+
+class TextLinesWriter(JsonLinesWriter):
+    """A :class:`JsonLinesWriter` that also takes JSON text made elsewhere (a worker's)."""
+
+    def write_text(self, text: str) -> None:
+        self._stream.write(text)
+        self._stream.write("\n")
+        self.written += 1
+
+
+def cmd_replay_workers(args: argparse.Namespace, policy: Policy, config: SensorConfig) -> int:
+    """``certwatch replay`` with ``--workers`` > 1: the same output as one worker."""
+    problem = workers_refuse(args.captures, args.speed)
+    if problem:
+        print(f"certwatch: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with ExitStack() as stack:
+        try:
+            events = stack.enter_context(TextLinesWriter(args.events))
+            alerts = events if args.alerts == args.events else stack.enter_context(
+                JsonLinesWriter(args.alerts))
+        except OSError as error:
+            print(f"certwatch: cannot write to {error.filename}: {error.strerror}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        processor = None if args.no_alerts else Processor(policy, DETECTORS)
+        try:
+            report, sensor = asyncio.run(_pipeline(args, config, processor, events, alerts))
+        except WorkerError as error:
+            print(f"certwatch: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+    print(summary(report, sensor, processor.stats if processor else None), file=sys.stderr)
+    return EXIT_BAD_INPUT if report.failed else EXIT_OK
+
+
+async def _pipeline(
+    args: argparse.Namespace,
+    config: SensorConfig,
+    processor: Processor | None,
+    events: TextLinesWriter,
+    alerts: JsonLinesWriter,
+) -> tuple[ReplayReport, Sensor]:
+    """Workers -> merger -> events file, and -> in-memory bus -> processors (as one
+    process does, through the same bus, so the processors see the same bytes)."""
+    bus = MemoryBus() if processor is not None else None
+
+    async def emit(topic: str, key: str, text: str) -> None:
+        events.write_text(text)
+        if bus is not None:
+            await bus.publish(topic, key, text.encode())
+
+    merger = Merger(config, args.workers, emit)
+    service: ProcessorService | None = None
+    consumer: asyncio.Task[None] | None = None
+    collectors: list[Collector] = [SensorCollector(merger.sensor)]
+    if processor is not None and bus is not None:
+        async def write_alert(alert: AlertEvent) -> None:
+            alerts.write(alert)
+
+        service = ProcessorService(processor, bus, on_alert=write_alert)
+        consumer = asyncio.create_task(service.run(service.subscribe()))
+        collectors.append(ProcessorCollector(processor, lambda: service.dead_letters
+                                             if service is not None else 0))
+    metrics = await start_metrics(args, collectors, lambda: (True, "replaying"))
+    try:
+        return await replay_workers(args.captures, config, args.workers, emit, Progress(),
+                                    merger)
+    finally:
+        if bus is not None and consumer is not None:
+            await bus.close()
+            await consumer
+        if metrics is not None:
+            await metrics.close()
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: 1..MAX_WORKERS (an argparse type)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_WORKERS}, not {count}")
+    return count
+
+
+def workers_refuse(paths: Sequence[str], speed: float | None) -> str | None:
+    """Why these options cannot run with ``--workers`` > 1, or None."""
+    if "-" in paths:
+        return "--workers: every worker reads the captures itself; stdin (-) can be read once"
+    if speed:
+        return "--speed paces one process; it cannot be used with --workers"
+    return None

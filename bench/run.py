@@ -320,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="alternated rounds (3)")
     parser.add_argument("--no-tshark", action="store_true")
     parser.add_argument("--no-memory", action="store_true", help="skip the 100k-flow capture")
+    parser.add_argument("--kafka", action="store_true",
+                        help="then the processors end to end through Kafka (bench.kafka_e2e)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
     with_tshark = not args.no_tshark and shutil.which("tshark") is not None
@@ -337,6 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     count, rate = processor_rate(lines, rounds)
     print(f"\nprocessors in-process: {count:,} handshake events through every detector: "
           f"{rate:,.0f} events/s (target >= 50,000)")
+    if args.kafka:
+        from bench import kafka_e2e
+        print("\nprocessors through Kafka (python -m bench.kafka_e2e):", flush=True)
+        return kafka_e2e.main(["--quick"] if args.quick else [])
     return 0
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pydantic import ValidationError
 
 from certwatch.bus import DEAD_LETTER_TOPIC, Bus, Message
-from certwatch.codec import decode_handshake, encode
+from certwatch.codec import HandshakeDecoder, encode
 from processors.engine import Processor
 from schemas.alerts import AlertEvent
 from schemas.topics import ALERT_TOPIC, HANDSHAKE_TOPIC
@@ -40,6 +40,8 @@ class ProcessorService:
         self.group = group
         self.on_alert = on_alert
         self.dead_letters = 0
+        # Its own template table (and statistics): see certwatch.codec.
+        self.decoder = HandshakeDecoder()
 
     def subscribe(self) -> AsyncIterator[Message]:
         """The subscription :meth:`run` consumes; take it before anything is published when
@@ -68,7 +70,7 @@ class ProcessorService:
         for message in batch:
             last_of_partition[(message.topic, message.partition)] = message
             try:
-                event = decode_handshake(message.value)
+                event = self.decoder.decode(message.value)
             except ValidationError as error:
                 outgoing.append(self._dead_letter_message(message, error))
                 continue
@@ -84,12 +86,16 @@ class ProcessorService:
         if self.on_alert is not None:
             for alert in alerts:
                 await self.on_alert(alert)
-        for message in last_of_partition.values():
-            await self.bus.commit(message)
+        commit_batch = getattr(self.bus, "commit_batch", None)
+        if commit_batch is not None:
+            await commit_batch(list(last_of_partition.values()))
+        else:
+            for message in last_of_partition.values():
+                await self.bus.commit(message)
 
     async def handle(self, message: Message) -> None:
         try:
-            event = decode_handshake(message.value)
+            event = self.decoder.decode(message.value)
         except ValidationError as error:
             await self._dead_letter(message, error)
         else:

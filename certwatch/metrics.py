@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -24,6 +24,8 @@ log = logging.getLogger("certwatch.metrics")
 
 Readiness = Callable[[], tuple[bool, str]]
 """Returns (ready, reason): e.g. broker reachable and capture running."""
+ConsumerLag = Callable[[], Mapping[tuple[str, int], int]]
+"""Returns messages not yet processed per (topic, partition) (``KafkaBus.consumer_lag``)."""
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -74,11 +76,13 @@ class SensorCollector(Collector):
 
 
 class ProcessorCollector(Collector):
-    """The processor's counters."""
+    """The processor's counters, and its consumer lag when it consumes from Kafka."""
 
-    def __init__(self, processor: Processor, dead_letters: Callable[[], int]) -> None:
+    def __init__(self, processor: Processor, dead_letters: Callable[[], int],
+                 lag: ConsumerLag | None = None) -> None:
         self.processor = processor
         self.dead_letters = dead_letters
+        self.lag = lag
 
     def collect(self) -> Iterator[Metric]:
         stats = self.processor.stats
@@ -90,6 +94,15 @@ class ProcessorCollector(Collector):
                        self.dead_letters())
         yield _labelled("detector_errors", "Detector failures, by detector", "detector",
                         dict(stats.detector_errors))
+        if self.lag is not None:
+            # Labels are the topic and partition only: nothing from settings or messages.
+            family = GaugeMetricFamily(
+                "certwatch_processor_consumer_lag", "Messages on the broker not yet processed "
+                "and committed by this processor (high-water mark minus next offset)",
+                labels=["topic", "partition"])
+            for (topic, partition), lag in sorted(self.lag().items()):
+                family.add_metric([topic, str(partition)], lag)
+            yield family
 
 
 class MetricsServer:

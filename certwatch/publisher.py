@@ -82,11 +82,14 @@ class SensorPublisher:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except TimeoutError:
                 self._task.cancel()
-                lost = len(self._queue)
-                self._queue.clear()
-                self.dropped += lost
-                log.error("shutting down with the broker unreachable: %d events not delivered",
-                          lost)
+        # Whatever is still queued now will never be sent: the deadline passed, or the
+        # broker refused the batch for good (a configuration error, e.g. a broker without
+        # idempotent producers). Either way it is a loss the summary must show.
+        lost = len(self._queue)
+        if lost:
+            self._queue.clear()
+            self.dropped += lost
+            log.error("shutting down without the broker: %d events not delivered", lost)
 
     def _trim(self) -> None:
         # The loss report is never the one dropped: its count was taken out of

@@ -2,12 +2,19 @@
 
 Idempotent: a topic that already exists is reported as found and left as it is (its
 partitions and configs are not changed; altering a live topic is an operator's decision).
+
+It runs first in a deployment, often while the brokers are still starting (compose, a
+Kubernetes Job), so a broker that does not answer yet is retried with backoff for a bounded
+time (``wait_s``) before giving up with one error naming the brokers and the last reason.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import (
@@ -16,12 +23,17 @@ from aiokafka.admin.config_resource import (
 )
 from aiokafka.errors import KafkaError
 
-from certwatch.bus import BusError
+from certwatch.bus import BrokerUnavailable, BusError
 from certwatch.bus.kafka import TopicNotFound, client_kwargs, translate
 from certwatch.settings import KafkaSettings
 
 _UNKNOWN_TOPIC = 3  # Kafka protocol error code UNKNOWN_TOPIC_OR_PARTITION
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code TOPIC_ALREADY_EXISTS
+_BACKOFF_INITIAL_S: Final = 0.5
+_BACKOFF_MAX_S: Final = 5.0
+DEFAULT_WAIT_S: Final = 60.0
+
+log = logging.getLogger("certwatch.topics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +142,44 @@ def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
             for entry in response.topic_errors]
 
 
-async def create_topics_lines(settings: KafkaSettings, **layout: int | None) -> list[str]:
-    """:func:`create_topics` as printable lines, for the CLI."""
-    outcomes = await create_topics(settings, **layout)
+async def create_topics_waiting(
+    settings: KafkaSettings, *, wait_s: float = DEFAULT_WAIT_S, **layout: int | None
+) -> list[TopicOutcome]:
+    """:func:`create_topics`, retried with exponential backoff (0.5 s doubling up to 5 s)
+    while the failure is retriable (no broker answers yet, no leader yet), for at most
+    ``wait_s`` seconds in all.
+
+    :raises BrokerUnavailable: still failing at the deadline; the message names the brokers,
+        the time waited, the attempts and the last reason.
+    :raises BusError: a failure no retry can fix (refused configuration, access denied).
+    """
+    deadline = time.monotonic() + wait_s
+    delay = _BACKOFF_INITIAL_S
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return await create_topics(settings, **layout)
+        except BusError as error:
+            remaining = deadline - time.monotonic()
+            if not error.retriable or remaining <= 0:
+                if not error.retriable or attempts == 1:
+                    raise
+                raise BrokerUnavailable(
+                    f"no usable broker at {','.join(settings.bootstrap_servers)} after "
+                    f"{wait_s:g} s ({attempts} attempts); last error: {error}") from error
+            if attempts == 1:
+                log.warning("brokers %s not ready (%s); retrying for up to %g s",
+                            ",".join(settings.bootstrap_servers), error, wait_s)
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+
+
+async def create_topics_lines(
+    settings: KafkaSettings, *, wait_s: float = DEFAULT_WAIT_S, **layout: int | None
+) -> list[str]:
+    """:func:`create_topics_waiting` as printable lines, for the CLI."""
+    outcomes = await create_topics_waiting(settings, wait_s=wait_s, **layout)
     created = sum(outcome.status == "created" for outcome in outcomes)
     lines = [outcome.line() for outcome in outcomes]
     lines.append(f"{created} created, {len(outcomes) - created} already existed")

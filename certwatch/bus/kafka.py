@@ -21,16 +21,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
+    ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
 )
 from aiokafka import errors as kafka_errors
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from certwatch.bus import BrokerUnavailable, BusConfigError, BusError, Message
 from certwatch.settings import KafkaSettings
@@ -45,6 +49,7 @@ _MAX_PARTITION_FETCH_BYTES: Final = 16 * 1024 * 1024
 _FETCH_MAX_BYTES: Final = 64 * 1024 * 1024
 _POLL_MS: Final = 200  # how often a subscription looks at whether the bus was closed
 _MAX_RECORDS: Final = 2000  # records handed out per fetch: bounds what one poll holds
+_SENDS_PER_DEADLINE: Final = 64  # sends of a batch between two pushes of its timeout
 # A JoinGroup request legitimately waits on the broker until every member rejoins (Kafka also
 # delays the first join by group.initial.rebalance.delay.ms, 3 s); aiokafka applies the plain
 # request timeout to it, so a consumer never gets less than Kafka's own client default.
@@ -140,15 +145,105 @@ def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     return kwargs
 
 
+class KeyHashPartitioner:
+    """aiokafka's default partitioner (the Java client's: murmur2 of the key, modulo the
+    partition count) with the key's hash memoised: it is pure Python, ~5 µs a message, and
+    message keys (server names) repeat. Same partition for every key as the default; the
+    memo holds at most ``max_keys`` keys and is emptied when full (counted in ``resets``)."""
+
+    def __init__(self, max_keys: int = 65_536) -> None:
+        self.max_keys = max_keys
+        self.resets = 0
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int],
+                 available: list[int]) -> int:
+        if key is None:
+            chosen: int = DefaultPartitioner()(key, all_partitions, available)
+            return chosen
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self.max_keys:
+                self._hashes.clear()
+                self.resets += 1
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
 def producer_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     """Keyword arguments of ``AIOKafkaProducer``."""
     return client_kwargs(settings) | {
+        "partitioner": KeyHashPartitioner(),
         "acks": settings.acks,
         "enable_idempotence": settings.enable_idempotence,
         "compression_type": None if settings.compression == "none" else settings.compression,
         "linger_ms": settings.linger_ms,
         "max_batch_size": settings.max_batch_size,
     }
+
+
+class _Member(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """One subscription's consumer and what it knows of its group membership.
+
+    aiokafka calls the two hooks around every rebalance, so ``joined`` is "this member
+    holds a generation's assignment" (possibly empty: more members than partitions).
+    ``next_offset`` is, per partition, the first offset not yet processed (committed + 1,
+    or the first one fetched since the assignment): consumer lag is the partition's
+    high-water mark minus it, i.e. what the broker holds that the service has not done.
+    """
+
+    def __init__(self, group: str, consumer: Any) -> None:
+        self.group = group
+        self.consumer = consumer
+        self.joined = False
+        self.next_offset: dict[TopicPartition, int] = {}
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.joined = False
+        for partition in revoked:
+            self.next_offset.pop(partition, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.joined = True
+
+    def fetched(self, batches: dict[Any, list[Any]]) -> None:
+        """Note what a ``getmany`` handed out (call before the batch is processed)."""
+        for partition, records in batches.items():
+            if records:
+                first = records[0].offset
+                self.next_offset[partition] = min(self.next_offset.get(partition, first), first)
+        for partition in self.consumer.assignment():
+            if partition not in self.next_offset and partition not in batches:
+                # A fetch answered and nothing was handed out: caught up, as far as we know.
+                highwater = self.consumer.highwater(partition)
+                if highwater is not None:
+                    self.next_offset[partition] = highwater
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition with a known high-water mark: messages not yet done."""
+        lags = {}
+        for partition in self.consumer.assignment():
+            highwater = self.consumer.highwater(partition)
+            done = self.next_offset.get(partition)
+            if highwater is not None and done is not None:
+                # A broker that lost its log (restarted empty) has a lower mark: not negative.
+                lags[(partition.topic, partition.partition)] = max(0, highwater - done)
+        return lags
+
+    def last_fetch(self) -> float | None:
+        """Wall-clock seconds of the newest fetch response for any assigned partition."""
+        stamps = [self.consumer.last_poll_timestamp(partition)
+                  for partition in self.consumer.assignment()]
+        known = [stamp for stamp in stamps if stamp is not None]
+        return max(known) / 1000 if known else None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStatus:
+    """Whether the consuming side works, for ``/readyz``: ``ready`` and why (or why not)."""
+
+    ready: bool
+    reason: str
 
 
 def _to_message(record: Any) -> Message:
@@ -174,7 +269,7 @@ class KafkaBus:
         self._producer: Any = None
         self._start_lock = asyncio.Lock()
         self._group_of_topic: dict[str, str] = {}
-        self._consumers: list[tuple[str, Any]] = []
+        self._consumers: list[_Member] = []
         self._unavailable = False
         self._closed = False
 
@@ -230,12 +325,19 @@ class KafkaBus:
             have been written (at-least-once: resending the batch can duplicate).
         """
         await self.start()
+        loop = asyncio.get_running_loop()
         try:
             pending = []
-            for topic, key, value, headers in messages:
-                async with asyncio.timeout(self._timeout):
+            # A send waits only while the producer's buffer is full. One timeout per send
+            # cost as much as the send itself (a timer scheduled and cancelled per
+            # message); one timeout pushed forward every _SENDS_PER_DEADLINE sends still
+            # fails a stalled broker within about request_timeout_ms.
+            async with asyncio.timeout(self._timeout) as deadline:
+                for number, (topic, key, value, headers) in enumerate(messages, 1):
                     pending.append(await self._producer.send(
                         topic, value, key=key.encode(), headers=list(headers)))
+                    if not number % _SENDS_PER_DEADLINE:
+                        deadline.reschedule(loop.time() + self._timeout)
             async with asyncio.timeout(self._timeout):
                 results = await asyncio.gather(*pending, return_exceptions=True)
         except (TimeoutError, kafka_errors.KafkaError) as error:
@@ -292,14 +394,15 @@ class KafkaBus:
         kwargs["request_timeout_ms"] = max(kwargs["request_timeout_ms"],
                                            _CONSUMER_MIN_REQUEST_TIMEOUT_MS)
         consumer = AIOKafkaConsumer(
-            *topics, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
+            group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
             # Handshake events carry their certificate chain (several KB each): Kafka's
             # 1 MiB per-partition fetch would cap a poll at a few hundred events.
             max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
             fetch_max_bytes=_FETCH_MAX_BYTES, **kwargs)
-        member = (group, consumer)
+        member = _Member(group, consumer)
+        consumer.subscribe(list(topics), listener=member)
         self._consumers.append(member)
         try:
             try:
@@ -314,6 +417,7 @@ class KafkaBus:
                     return  # close() stopped it under us
                 except kafka_errors.KafkaError as error:
                     raise translate(error, f"consuming {','.join(topics)}") from error
+                member.fetched(batches)
                 batch = [_to_message(record) for records in batches.values()
                          for record in records]
                 if batch:
@@ -330,8 +434,9 @@ class KafkaBus:
         """
         partition = TopicPartition(message.topic, message.partition)
         group = self._group_of_topic.get(message.topic)
-        for member_group, consumer in self._consumers:
-            if member_group == group and partition in consumer.assignment():
+        for member in self._consumers:
+            consumer = member.consumer
+            if member.group == group and partition in consumer.assignment():
                 try:
                     # aiokafka retries a commit while the coordinator is unreachable, without
                     # end: bound it like a publish.
@@ -343,20 +448,87 @@ class KafkaBus:
                 except (TimeoutError, kafka_errors.KafkaError) as error:
                     raise translate(error, f"committing {message.topic}[{message.partition}]"
                                            f"@{message.offset}") from error
+                else:
+                    member.next_offset[partition] = message.offset + 1
                 return
         log.debug("%s[%d] is no longer assigned here; commit of offset %d skipped",
                   message.topic, message.partition, message.offset)
 
+    async def commit_batch(self, messages: Sequence[Message]) -> None:
+        """:meth:`commit` for the last message of each partition in ``messages``, in one
+        request per consumer (a fetched batch spans several partitions; one commit round
+        trip per partition was a large share of a processor's time per batch)."""
+        last: dict[TopicPartition, Message] = {}
+        for message in messages:
+            last[TopicPartition(message.topic, message.partition)] = message
+        for member in self._consumers:
+            consumer = member.consumer
+            assigned = consumer.assignment()
+            mine = {partition: message for partition, message in last.items()
+                    if partition in assigned
+                    and self._group_of_topic.get(partition.topic) == member.group}
+            if not mine:
+                continue
+            for partition in mine:
+                del last[partition]
+            offsets = {partition: message.offset + 1 for partition, message in mine.items()}
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await consumer.commit(offsets)
+            except (kafka_errors.CommitFailedError, kafka_errors.IllegalStateError) as error:
+                log.warning("commit of %d partition(s) skipped, the group rebalanced: %s",
+                            len(offsets), error)
+            except (TimeoutError, kafka_errors.KafkaError) as error:
+                raise translate(error, f"committing {len(offsets)} partition(s)") from error
+            else:
+                member.next_offset.update(offsets)
+        for partition, message in last.items():
+            log.debug("%s[%d] is no longer assigned here; commit of offset %d skipped",
+                      partition.topic, partition.partition, message.offset)
+
     def assignments(self) -> list[frozenset[tuple[str, int]]]:
         """The (topic, partition) pairs each running subscription owns right now."""
-        return [frozenset((tp.topic, tp.partition) for tp in consumer.assignment())
-                for _, consumer in self._consumers]
+        return [frozenset((tp.topic, tp.partition) for tp in member.consumer.assignment())
+                for member in self._consumers]
+
+    def consumer_lag(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition) this bus consumes: messages on the broker (its last known
+        high-water mark) that the service has not yet processed and committed. Updated by
+        every fetch and every commit; partitions not fetched yet since their assignment are
+        absent."""
+        lags: dict[tuple[str, int], int] = {}
+        for member in self._consumers:
+            lags |= member.lag()
+        return lags
+
+    def consumer_status(self, now: float | None = None) -> ConsumerStatus:
+        """Ready when every subscription has joined its group and, if it owns partitions,
+        a fetch was answered within ``session_timeout_ms`` (the time after which the broker
+        itself would count the member gone). Fetches are answered at least every
+        ``fetch.max.wait.ms`` (0.5 s) even with nothing new, so silence means the broker is
+        away, not that the topic is quiet."""
+        if not self._consumers:
+            return ConsumerStatus(False, "not consuming yet")
+        now = time.time() if now is None else now
+        window = self.settings.session_timeout_ms / 1000
+        for member in self._consumers:
+            if not member.joined:
+                return ConsumerStatus(False, f"joining consumer group {member.group}")
+            if not member.consumer.assignment():
+                continue  # a standby member: more members than partitions
+            last = member.last_fetch()
+            if last is None:
+                return ConsumerStatus(False, "joined, waiting for the first fetch")
+            if now - last > window:
+                return ConsumerStatus(False, f"no fetch answered for {now - last:.0f} s: "
+                                             "broker unreachable")
+        return ConsumerStatus(True, "consuming")
 
     async def close(self) -> None:
         """Flush and stop the producer, stop every consumer; subscriptions then end."""
         self._closed = True
-        for _, consumer in list(self._consumers):
-            await consumer.stop()
+        for member in list(self._consumers):
+            await member.consumer.stop()
         async with self._start_lock:
             producer, self._producer = self._producer, None
         if producer is not None:

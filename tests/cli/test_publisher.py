@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from certwatch.bus import BrokerUnavailable
+from certwatch.bus import BrokerUnavailable, BusConfigError
 from certwatch.bus.memory import MemoryBus
 from certwatch.publisher import SensorPublisher
 from schemas.events import AnomalyEvent, SensorEvent
@@ -115,6 +115,27 @@ async def test_close_gives_up_after_its_deadline_and_counts_the_rest() -> None:
         publisher.offer(event)
     await publisher.close(timeout=0.2)
     assert publisher.dropped == len(events) and publisher.published == 0
+
+
+class RefusingBroker(MemoryBus):
+    """A broker that refuses every publish for good: what Kafka answers a producer whose
+    settings it cannot honour (Tansu and idempotent producers)."""
+
+    async def publish(self, topic: str, key: str, value: bytes,
+                      headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+        raise BusConfigError("the broker does not support idempotent producers")
+
+
+async def test_events_refused_for_good_are_counted_as_dropped_at_close() -> None:
+    publisher = SensorPublisher(RefusingBroker(), max_backoff=0.05)
+    publisher.start()
+    events = some_events()
+    for event in events:
+        publisher.offer(event)
+    await asyncio.sleep(0.1)
+    await publisher.close(timeout=5)
+    assert publisher.published == 0
+    assert publisher.dropped == len(events) > 0
 
 
 class FlappingBroker(MemoryBus):

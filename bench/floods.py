@@ -35,9 +35,9 @@ CACHE = ROOT / "bench" / ".cache" / "floods"
 SEED = 1
 #: Sizes of the full run (``--quick``: the CI sizes of tests/sensor/test_floods.py).
 FULL = {"flood-half-open": 1_000_000, "flood-syn": 1_000_000, "flood-claim-16mb": 300,
-        "flood-one-byte": 1_000_000}
+        "flood-one-byte": 1_000_000, "flood-fill-buffers": 600}
 QUICK = {"flood-half-open": 50_000, "flood-syn": 50_000, "flood-claim-16mb": 30,
-         "flood-one-byte": 20_000}
+         "flood-one-byte": 20_000, "flood-fill-buffers": 60}
 RSS_MARK = "certwatch-flood-peak-rss-kb"
 # The child: certwatch's own entry point, then its peak RSS on stderr (see the docstring).
 _CHILD = f"""

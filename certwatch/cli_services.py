@@ -9,43 +9,23 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr
-
-from certwatch.bus import BrokerUnavailable, BusConfigError, BusError
-from certwatch.bus.kafka import KafkaBus
-from certwatch.bus.mqtt import MqttAlertPublisher, MqttSettings, parse_mqtt_url
-from certwatch.kafka_cli import add_kafka_flags, kafka_settings
-from certwatch.metrics import (
-    ProcessorCollector,
-    SensorCollector,
-    add_metrics_flags,
-    start_metrics,
-)
-from certwatch.processor_service import processor_service, run_processor
-from certwatch.publisher import SensorPublisher
-from certwatch.reload import PolicyReloader
-from certwatch.replay import summary
-from certwatch.sensor_service import (
-    capture_live,
-    publish_captures,
-    stop_on_signals,
-    until_stopped,
-)
-from certwatch.settings import SettingsError
-from certwatch.topics_admin import DEFAULT_WAIT_S, create_topics_lines
+from certwatch.metrics import add_metrics_flags
 from certwatch.workers import worker_count
-from certwatch.workers_live import live_workers, pcap_workers
-from processors.engine import Processor
-from processors.policy import Policy
-from processors.policy_file import PolicyError, load_policy
-from processors.registry import DETECTORS
-from sensor.capture import LiveCapture, open_live
-from sensor.config import DEFAULT_MAX_FLOWS, SensorConfig
-from sensor.errors import CaptureError
-from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
-from sensor.sensor import Sensor
+from sensor.config import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_FLOWS
+
+if TYPE_CHECKING:
+    from certwatch.bus.mqtt import MqttSettings
+    from sensor.capture import LiveCapture
+
+# Start-up: the service commands need aiokafka, aiomqtt, pydantic-settings and
+# prometheus_client, which `certwatch replay` never uses (~0.25 s and ~10 MB a run). So this
+# module imports them in the commands that use them, and the commands' Kafka flags (which
+# need the settings module) are added to their parser only when that parser is used
+# (:class:`LazyArgumentParser`).
 
 log = logging.getLogger("certwatch")
 
@@ -56,7 +36,63 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 
-def add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+class LazyArgumentParser(argparse.ArgumentParser):
+    """An argument parser that adds its arguments the first time it parses or prints help.
+
+    The parser class of ``certwatch``'s subcommands: building the whole command line then
+    costs no import that only one subcommand needs. Without a ``populate`` callback it is a
+    plain ``ArgumentParser``."""
+
+    populate: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def _populated(self) -> None:
+        populate, self.populate = self.populate, None
+        if populate is not None:
+            populate(self)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._populated()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._populated()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._populated()
+        return super().format_help()
+
+
+def _later(parser: argparse.ArgumentParser,
+           populate: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add arguments with ``populate`` when ``parser`` is first used (now if it is not lazy)."""
+    if isinstance(parser, LazyArgumentParser):
+        parser.populate = populate
+    else:
+        populate(parser)
+
+
+def _add_kafka_flags(parser: argparse.ArgumentParser) -> None:
+    from certwatch.kafka_cli import add_kafka_flags
+
+    add_kafka_flags(parser)
+
+
+def _add_topics_create_flags(parser: argparse.ArgumentParser) -> None:
+    from certwatch.topics_admin import DEFAULT_WAIT_S
+
+    parser.add_argument("--partitions", type=int, default=None)
+    parser.add_argument("--replication-factor", type=int, default=None)
+    parser.add_argument("--retention-ms", type=int, default=None)
+    parser.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
+                        help="retry while the brokers are starting, for at most this long "
+                        "(0: one attempt; default: %(default)g)")
+    _add_kafka_flags(parser)
+
+
+def add_service_commands(commands: argparse._SubParsersAction[Any]) -> None:
     sp = commands.add_parser(
         "sensor", help="capture (interface or pcap) and publish events to Kafka",
         description="Never blocks capture on the broker: events wait in a bounded queue and "
@@ -78,10 +114,11 @@ def add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     sp.add_argument("--foxio", action="store_true", help="JA4S/JA4X (FoxIO License 1.1)")
     sp.add_argument("--max-flows", type=int, default=DEFAULT_MAX_FLOWS,
                     help="flows tracked at once, shared by the workers (default: %(default)s)")
+    add_max_buffered_flag(sp)
     sp.add_argument("--workers", type=worker_count, default=1, metavar="N",
                     help="capture processes sharing the flows (default: 1; see README)")
     add_metrics_flags(sp)
-    add_kafka_flags(sp)
+    _later(sp, _add_kafka_flags)
     sp.set_defaults(handler=cmd_sensor)
 
     pp = commands.add_parser("processor", help="consume events, publish alerts (consumer group)")
@@ -91,20 +128,22 @@ def add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
                     help="also publish alerts to mqtt://[user@]host:1883/certwatch/alerts "
                     "(password from CERTWATCH_MQTT_PASSWORD)")
     add_metrics_flags(pp)
-    add_kafka_flags(pp)
+    _later(pp, _add_kafka_flags)
     pp.set_defaults(handler=cmd_processor)
 
     tp = commands.add_parser("topics", help="Kafka topics")
     topic_commands = tp.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     tc = topic_commands.add_parser("create", help="create certwatch's topics (idempotent)")
-    tc.add_argument("--partitions", type=int, default=None)
-    tc.add_argument("--replication-factor", type=int, default=None)
-    tc.add_argument("--retention-ms", type=int, default=None)
-    tc.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
-                    help="retry while the brokers are starting, for at most this long "
-                    "(0: one attempt; default: %(default)g)")
-    add_kafka_flags(tc)
+    _later(tc, _add_topics_create_flags)
     tc.set_defaults(handler=cmd_topics_create)
+
+
+def add_max_buffered_flag(parser: argparse.ArgumentParser) -> None:
+    """``--max-buffered-bytes``: :attr:`sensor.config.SensorConfig.max_buffered_bytes`."""
+    parser.add_argument(
+        "--max-buffered-bytes", type=int, default=DEFAULT_MAX_BUFFERED_BYTES, metavar="BYTES",
+        help="handshake bytes buffered across all flows (partial records, out-of-order "
+        "segments); beyond it the flow holding the most is dropped (default: %(default)s)")
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
@@ -114,6 +153,25 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> int:
     """``certwatch sensor``; ``capture``: a socket already opened (a ``--workers`` worker's)."""
+    from certwatch.bus.kafka import KafkaBus
+    from certwatch.kafka_cli import kafka_settings
+    from certwatch.metrics import SensorCollector, start_metrics
+    from certwatch.publisher import SensorPublisher
+    from certwatch.replay import summary
+    from certwatch.sensor_service import (
+        capture_live,
+        publish_captures,
+        stop_on_signals,
+        until_stopped,
+    )
+    from certwatch.settings import SettingsError
+    from certwatch.workers_live import live_workers, pcap_workers
+    from sensor.capture import open_live
+    from sensor.config import SensorConfig
+    from sensor.errors import CaptureError
+    from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
+    from sensor.sensor import Sensor
+
     try:
         settings = kafka_settings(args)
         if args.workers > 1:
@@ -129,7 +187,9 @@ def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> 
     except (SettingsError, CaptureError, PrivilegeError) as error:
         return _fail(str(error))
     config = SensorConfig(**({"name": args.sensor_name} if args.sensor_name else {}),
-                          foxio_fingerprints=args.foxio, max_flows=args.max_flows)
+                          foxio_fingerprints=args.foxio, max_flows=args.max_flows,
+                          max_buffered_bytes=getattr(args, "max_buffered_bytes",
+                                                     DEFAULT_MAX_BUFFERED_BYTES))
     sensor = Sensor(config)
     bus = KafkaBus(settings)
 
@@ -185,6 +245,20 @@ def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> 
 
 
 def cmd_processor(args: argparse.Namespace) -> int:
+    from certwatch.bus import BrokerUnavailable, BusConfigError, BusError
+    from certwatch.bus.kafka import KafkaBus
+    from certwatch.bus.mqtt import MqttAlertPublisher
+    from certwatch.kafka_cli import kafka_settings
+    from certwatch.metrics import ProcessorCollector, start_metrics
+    from certwatch.processor_service import processor_service, run_processor
+    from certwatch.reload import PolicyReloader
+    from certwatch.sensor_service import stop_on_signals
+    from certwatch.settings import SettingsError
+    from processors.engine import Processor
+    from processors.policy import Policy
+    from processors.policy_file import PolicyError, load_policy
+    from processors.registry import DETECTORS
+
     try:
         settings = kafka_settings(args)
         policy = load_policy(args.policy) if args.policy else Policy()
@@ -251,6 +325,10 @@ def cmd_processor(args: argparse.Namespace) -> int:
 def mqtt_settings_of(url: str) -> MqttSettings:
     """The MQTT settings of ``--mqtt``; the password comes from ``CERTWATCH_MQTT_PASSWORD``
     when the URL has none (a password in a URL shows in process listings)."""
+    from pydantic import SecretStr
+
+    from certwatch.bus.mqtt import parse_mqtt_url
+
     settings = parse_mqtt_url(url)
     password = os.environ.get(MQTT_PASSWORD_ENV)
     if settings.password is None and password:
@@ -259,6 +337,11 @@ def mqtt_settings_of(url: str) -> MqttSettings:
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
+    from certwatch.bus import BusError
+    from certwatch.kafka_cli import kafka_settings
+    from certwatch.settings import SettingsError
+    from certwatch.topics_admin import create_topics_lines
+
     try:
         settings = kafka_settings(args)
     except SettingsError as error:

@@ -11,14 +11,17 @@ import argparse
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, cast
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    # prometheus_client is imported where metrics are made or served, not with this module:
+    # `certwatch replay` without --metrics-port never needs it (start-up time and memory).
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from certwatch.publisher import SensorPublisher
-from processors.engine import Processor
-from sensor.sensor import Sensor
+    from certwatch.publisher import SensorPublisher
+    from processors.engine import Processor
+    from sensor.sensor import Sensor
 
 log = logging.getLogger("certwatch.metrics")
 
@@ -28,22 +31,35 @@ ConsumerLag = Callable[[], Mapping[tuple[str, int], int]]
 """Returns messages not yet processed per (topic, partition) (``KafkaBus.consumer_lag``)."""
 
 
+class Collector(Protocol):
+    """What a Prometheus registry asks of a collector (``prometheus_client``'s own
+    ``Collector`` is an ABC whose import would cost every command its start-up)."""
+
+    def collect(self) -> Iterator[Metric]: ...
+
+
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    from prometheus_client.core import CounterMetricFamily
+
     return CounterMetricFamily(f"certwatch_{name}", doc, value=value)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily
+
     return GaugeMetricFamily(f"certwatch_{name}", doc, value=value)
 
 
 def _labelled(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    from prometheus_client.core import CounterMetricFamily
+
     family = CounterMetricFamily(f"certwatch_{name}", doc, labels=[label])
     for key, count in sorted(values.items()):
         family.add_metric([key], count)
     return family
 
 
-class SensorCollector(Collector):
+class SensorCollector:
     """The sensor's counters (and its publisher's, when it publishes to a broker)."""
 
     def __init__(self, sensor: Sensor, publisher: SensorPublisher | None = None) -> None:
@@ -75,7 +91,7 @@ class SensorCollector(Collector):
                            self.publisher.dropped)
 
 
-class ProcessorCollector(Collector):
+class ProcessorCollector:
     """The processor's counters, and its consumer lag when it consumes from Kafka."""
 
     def __init__(self, processor: Processor, dead_letters: Callable[[], int],
@@ -95,6 +111,8 @@ class ProcessorCollector(Collector):
         yield _labelled("detector_errors", "Detector failures, by detector", "detector",
                         dict(stats.detector_errors))
         if self.lag is not None:
+            from prometheus_client.core import GaugeMetricFamily
+
             # Labels are the topic and partition only: nothing from settings or messages.
             family = GaugeMetricFamily(
                 "certwatch_processor_consumer_lag", "Messages on the broker not yet processed "
@@ -143,6 +161,8 @@ class MetricsServer:
     def _respond(self, path: str) -> tuple[str, str, bytes]:
         route = path.split("?", 1)[0]
         if route == "/metrics":
+            from prometheus_client import generate_latest
+
             return "200 OK", "text/plain; version=0.0.4", generate_latest(self.registry)
         if route == "/healthz":
             return "200 OK", "text/plain", b"ok\n"
@@ -154,9 +174,14 @@ class MetricsServer:
 
 
 def registry_of(*collectors: Collector) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.registry import Collector as PrometheusCollector
+
     registry = CollectorRegistry()
     for collector in collectors:
-        registry.register(collector)
+        # The registry only calls ``collect`` (and ``describe`` when there is one): ours are
+        # collectors by shape, not by inheritance from the ABC.
+        registry.register(cast(PrometheusCollector, collector))
     return registry
 
 

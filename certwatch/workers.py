@@ -50,11 +50,9 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import NamedTuple
 
-from prometheus_client.registry import Collector
-
 from certwatch.bus.memory import MemoryBus
 from certwatch.codec import encode
-from certwatch.metrics import ProcessorCollector, SensorCollector, start_metrics
+from certwatch.metrics import Collector, ProcessorCollector, SensorCollector, start_metrics
 from certwatch.output import JsonLinesWriter
 from certwatch.progress import Progress
 from certwatch.replay import ReplayReport, summary
@@ -157,9 +155,11 @@ class Announcements:
 
 
 def worker_config(config: SensorConfig, workers: int) -> SensorConfig:
-    """A worker's share of ``config``: 1/N of the flow table, and every certificate
-    announced (the parent applies the TTL; -inf since capture time may step back)."""
+    """A worker's share of ``config``: 1/N of the flow table and of the buffer budget, and
+    every certificate announced (the parent applies the TTL; -inf since capture time may
+    step back)."""
     return replace(config, max_flows=max(1, config.max_flows // workers),
+                   max_buffered_bytes=max(1, config.max_buffered_bytes // workers),
                    certificate_event_ttl=float("-inf"))
 
 

@@ -49,7 +49,7 @@ from certwatch.settings import KafkaSettings
 from certwatch.workers import Merger, WorkerError, replay_workers, workers_refuse
 from schemas.events import SensorEvent
 from sensor.capture import LiveCapture, open_live
-from sensor.config import SensorConfig
+from sensor.config import DEFAULT_MAX_BUFFERED_BYTES, SensorConfig
 
 log = logging.getLogger("certwatch.workers")
 
@@ -159,12 +159,14 @@ def live_workers(args: argparse.Namespace,
 
 
 def worker_namespace(args: argparse.Namespace, index: int) -> argparse.Namespace:
-    """Worker ``index``'s options: 1/N of the flow table, its own metrics port, privileges
-    already dropped by the parent."""
+    """Worker ``index``'s options: 1/N of the flow table and of the buffer budget, its own
+    metrics port, privileges already dropped by the parent."""
     worker = argparse.Namespace(**vars(args))
     worker.workers = 1
     worker.user = None
     worker.max_flows = max(1, args.max_flows // args.workers)
+    worker.max_buffered_bytes = max(
+        1, getattr(args, "max_buffered_bytes", DEFAULT_MAX_BUFFERED_BYTES) // args.workers)
     if args.metrics_port:  # 0 (any free port) stays 0
         worker.metrics_port = args.metrics_port + index
     return worker
@@ -198,7 +200,9 @@ def pcap_workers(args: argparse.Namespace, settings: KafkaSettings) -> int:
         print(f"certwatch: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     config = SensorConfig(**({"name": args.sensor_name} if args.sensor_name else {}),
-                          foxio_fingerprints=args.foxio, max_flows=args.max_flows)
+                          foxio_fingerprints=args.foxio, max_flows=args.max_flows,
+                          max_buffered_bytes=getattr(args, "max_buffered_bytes",
+                                                     DEFAULT_MAX_BUFFERED_BYTES))
     return asyncio.run(_publish_pcaps(args, config, KafkaBus(settings)))
 
 

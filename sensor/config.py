@@ -6,6 +6,12 @@ import socket
 from dataclasses import dataclass, field
 
 DEFAULT_MAX_FLOWS = 262_144
+#: The default of :attr:`SensorConfig.max_buffered_bytes`: 64 MiB. A legitimate handshake
+#: buffers at most a partial record or a partial Certificate message at a time (typically
+#: 1-20 KB), so this holds ~3,000-60,000 flows mid-handshake with a partial message each,
+#: and bounds what an attacker filling every flow's buffers can hold (otherwise max_flows x
+#: ~1 MiB: 256 KiB out of order and a 256 KiB partial message, per direction).
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +27,12 @@ class SensorConfig:
     """Flows tracked at once; beyond it the oldest flow is evicted (``flow_table_full``)."""
     max_buffered_per_direction: int = 256 * 1024
     """Out-of-order bytes held per direction while reassembling a handshake."""
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
+    """Handshake bytes buffered across all flows: out-of-order segments (while detecting
+    and while reassembling) and partial TLS records and handshake messages. Beyond it the
+    flows holding the most are dropped, largest first, down to 7/8 of the budget, each
+    counted as a ``buffer_budget_exceeded`` anomaly (its handshake is reported as far as it
+    went, ended by ``buffer_budget``)."""
     detect_segments: int = 8
     """Payload segments looked at for a TLS hello before a flow is deemed not TLS. More than
     one so that TLS after STARTTLS (SMTP, IMAP, POP3, XMPP, LDAP) is found by content."""

@@ -45,6 +45,9 @@ HELLO_PREFIX = 6  # bytes needed to tell a hello: record header (5) + handshake 
 IRREGULAR_HANDSHAKE = "tls_handshake_irregular"
 #: Anomaly kind of a flow that started like TLS and ended before any hello was complete.
 HELLO_INCOMPLETE = "tls_hello_incomplete"
+#: Anomaly kind of a flow whose buffers were dropped because all flows together held more
+#: than ``SensorConfig.max_buffered_bytes``.
+BUDGET_EXCEEDED = "buffer_budget_exceeded"
 _COUNTING, _CLOSED = FlowState.COUNTING, FlowState.CLOSED
 _NO_VLANS: tuple[int, ...] = ()
 
@@ -52,6 +55,10 @@ _NO_VLANS: tuple[int, ...] = ()
 def seq_after(a: int, b: int) -> bool:
     """Whether sequence number ``a`` comes after ``b`` (RFC 1982 serial arithmetic)."""
     return 0 < ((a - b) & SEQ_MASK) < 0x80000000
+
+
+def _held_bytes(flow: Flow) -> int:
+    return flow.buffered
 
 
 def hello_role(payload: bytes) -> Side | None:
@@ -103,6 +110,10 @@ class Sensor:
     def __init__(self, config: SensorConfig | None = None) -> None:
         self.config = config or SensorConfig()
         self.flows = FlowTable(self.config.max_flows)
+        # The global buffer budget: bytes held in every flow's buffers (each flow's share is
+        # Flow.buffered), and the flows holding any (see _account).
+        self.buffered = 0
+        self._holders: dict[Flow, None] = {}
         self.stats = SensorStats()
         self.anomalies = AnomalyCounter(self.config.anomaly_report_interval)
         self.builder = EventBuilder(self.config)
@@ -167,9 +178,8 @@ class Sensor:
                         sport, dport, doff, flags = TCP_PORTS_FLAGS(data, tcp)
                     start = tcp + (doff >> 4) * 4
                     if doff >= 0x50 and start <= end:
-                        entry = self._flow_entry((src, dst, sport, dport, _NO_VLANS))
-                        if entry is not None:
-                            flow = entry[0]
+                        flow = self._flow_entry((src, dst, sport, dport, _NO_VLANS))
+                        if flow is not None:
                             state = flow.state
                             if (state is _COUNTING and not flags & (FIN | RST)) or (
                                 state is _CLOSED and not flags & SYN
@@ -218,9 +228,8 @@ class Sensor:
                             sport, dport, doff, flags = TCP_PORTS_FLAGS(data, tcp)
                         start = tcp + (doff >> 4) * 4
                         if doff >= 0x50 and start <= end:
-                            entry = entry_of((src, dst, sport, dport, _NO_VLANS))
-                            if entry is not None:
-                                flow = entry[0]
+                            flow = entry_of((src, dst, sport, dport, _NO_VLANS))
+                            if flow is not None:
                                 state = flow.state
                                 if (state is _COUNTING and not flags & (FIN | RST)) or (
                                     state is _CLOSED and not flags & SYN
@@ -252,13 +261,13 @@ class Sensor:
             segment.src_addr, segment.dst_addr, segment.src_port, segment.dst_port,
             segment.vlans,
         )
-        entry = self.flows.lookup(key)
-        if entry is None or (entry[0].state is FlowState.CLOSED and segment.flags & SYN):
-            if entry is not None:
-                self._forget(entry[0], "rst")
+        found = self.flows.lookup(key)
+        if found is None or (found.state is FlowState.CLOSED and segment.flags & SYN):
+            if found is not None:
+                self._forget(found, "rst")
             flow, direction = self._open_flow(key, timestamp), 0
         else:
-            flow, direction = entry
+            flow, direction = found, found.direction_of(key)
         flow.packets += 1
         flow.bytes += len(segment.payload)
         flow.last_seen = timestamp
@@ -315,6 +324,9 @@ class Sensor:
     def _forget(self, flow: Flow, reason: str) -> None:
         if flow.state is FlowState.HANDSHAKE:
             self._end_session(flow, reason)
+        if flow.buffered:
+            flow.drop_parsing_state()
+            self._account(flow)
         self.flows.remove(flow)
 
     def _sweep(self, now: float) -> None:
@@ -334,6 +346,7 @@ class Sensor:
         if flow.state is FlowState.HANDSHAKE:
             self._end_session(flow, reason)
         flow.drop_parsing_state()
+        self._account(flow)
         flow.state = FlowState.CLOSED
 
     # -- finding TLS -----------------------------------------------------------------------
@@ -376,7 +389,8 @@ class Sensor:
             return
         flow.detect_segments += 1
         if flow.detect_segments >= self.config.detect_segments:
-            flow.state = FlowState.COUNTING
+            flow.drop_parsing_state()  # COUNTING, and nothing kept for detection
+            self._account(flow)
             self.stats.not_tls_flows += 1
 
     def _start_session(
@@ -409,13 +423,14 @@ class Sensor:
             self._add_payload(flow, early_direction, early_seq, early_payload, timestamp)
         flow.prefix, flow.prefix_start = NO_PREFIX, NO_START
         flow.early = None
+        self._account(flow)
 
-    @staticmethod
-    def _keep_early(flow: Flow, direction: int, seq: int, payload: bytes) -> None:
+    def _keep_early(self, flow: Flow, direction: int, seq: int, payload: bytes) -> None:
         if flow.early is None:
             flow.early = []
         if len(flow.early) < EARLY_SEGMENTS:
             flow.early.append((direction, seq, payload))
+            self._account(flow)
 
     # -- the handshake -----------------------------------------------------------------------
 
@@ -448,6 +463,7 @@ class Sensor:
             self._session_failed(flow, error, timestamp)
             return
         self._feed(flow, direction, data, timestamp)
+        self._account(flow)
 
     def _feed(self, flow: Flow, direction: int, data: bytes, timestamp: float) -> None:
         session = flow.session
@@ -489,6 +505,7 @@ class Sensor:
         session = flow.session
         assert session is not None
         flow.drop_parsing_state()
+        self._account(flow)
         record = session.record
         if not session.has_hello:
             if record.ended_by != "parse_error":  # a parse error was counted already
@@ -503,6 +520,60 @@ class Sensor:
         self.stats.certificates += len(events.certificates)
         self._events.append(events.handshake)
         self._events.extend(events.certificates)
+
+    # -- the buffer budget (issue 7) ------------------------------------------------------------
+
+    def _account(self, flow: Flow) -> None:
+        """Bring ``flow``'s share of the global buffer budget up to date, after its buffers
+        may have grown or shrunk; over the budget, drop the flows holding the most.
+
+        Each buffer is bounded per flow (``max_buffered_per_direction``, the record
+        parser's record and message bounds, ``EARLY_SEGMENTS``), but only this bounds their
+        sum: an attacker filling every flow's buffers could otherwise hold max_flows x ~1 MiB.
+        """
+        held = 0
+        reassemblers = flow.reassemblers
+        if reassemblers is not None:
+            held = reassemblers[0].buffered + reassemblers[1].buffered
+        if flow.session is not None:
+            held += flow.session.buffered
+        if flow.early:
+            held += sum(len(early[2]) for early in flow.early)
+        delta = held - flow.buffered
+        if not delta:
+            return
+        flow.buffered = held
+        self.buffered += delta
+        if held:
+            self._holders[flow] = None
+        else:
+            self._holders.pop(flow, None)
+        if self.buffered > self.config.max_buffered_bytes:
+            self._over_budget()
+
+    def _over_budget(self) -> None:
+        """Drop the parsing state of the flows holding the most buffered bytes, largest first,
+        until 7/8 of the budget is left: the headroom makes the sort a rare event (an attacker
+        has to send budget/8 more bytes to cause the next one), and the flows holding the
+        most are those an attacker fills, while a legitimate handshake holds a partial
+        record or certificate chain of a few KB. Each dropped flow is an anomaly; its
+        handshake is reported as far as it went (ended by ``evicted``) and the flow is only
+        counted from then on."""
+        budget = self.config.max_buffered_bytes
+        target = budget - budget // 8
+        for victim in sorted(self._holders, key=_held_bytes, reverse=True):
+            if self.buffered <= target:
+                break
+            self._anomaly(
+                BUDGET_EXCEEDED,
+                f"{self.buffered} bytes buffered across flows exceed the budget of {budget}; "
+                f"dropping the flow holding the most ({victim.buffered})",
+                self.now, victim,
+            )
+            if victim.state is FlowState.HANDSHAKE:
+                self._end_session(victim, "evicted")
+            victim.drop_parsing_state()
+            self._account(victim)
 
     def _anomaly(
         self, kind: str, detail: str, timestamp: float, flow: Flow | None = None

@@ -22,6 +22,13 @@ which a sensor must still report while it is flooded:
     ClientHello announcing 2^18 bytes (the parser's largest accepted message) padded by
     RFC 7685 padding: it is buffered and never completes within ``size`` bytes (the flood
     ends early if a stream runs out, past ~1,049,000 segments).
+``flood-fill-buffers``
+    ``size`` connections that each fill the buffers a sensor keeps per flow and then go
+    quiet: a ClientHello announcing 2^18 bytes (as above) of which ``FILL_IN_ORDER`` bytes
+    are sent in order (a partial handshake message to hold), then, after a hole of one
+    segment, ``FILL_OUT_OF_ORDER`` bytes (out-of-order data to hold). Every buffer stays
+    within its per-flow bound; only their sum across flows grows (``size`` x ~192 KiB).
+    One connection every ``FILL_SPACING`` seconds.
 
 Addresses: flooding clients come from 10.128.0.0/9, flooded servers are 192.0.2.100-199
 (192.0.2.10 for the SYN flood); legitimate connections use ``scenarios``' addresses.
@@ -49,7 +56,7 @@ from tools.tlsgen.pcap import (
     tcp_frames,
 )
 
-FloodKind = Literal["half-open", "syn", "claim-16mb", "one-byte"]
+FloodKind = Literal["half-open", "syn", "claim-16mb", "one-byte", "fill-buffers"]
 
 #: Scenario name -> (kind, description, default size).
 FLOODS: dict[str, tuple[FloodKind, str, int]] = {
@@ -61,6 +68,9 @@ FLOODS: dict[str, tuple[FloodKind, str, int]] = {
                          "up to 16 MiB, with 4 real handshakes", 300),
     "flood-one-byte": ("one-byte", "N one-byte segments of 4 ClientHellos that never "
                        "complete, with 4 real handshakes", 1_000_000),
+    "flood-fill-buffers": ("fill-buffers", "N connections each holding ~192 KiB in a "
+                           "sensor's buffers (partial hello, out-of-order data), with 4 real "
+                           "handshakes", 1_000),
 }
 FLOWS_PER_SECOND = 50_000.0  # new flows (or SYNs) per second of capture time
 CLAIM_FOLLOW = 64 * 1024  # bytes sent after each false claim
@@ -68,6 +78,9 @@ CLAIM_SPACING = 0.05  # seconds between the starts of two claim connections
 ONE_BYTE_FLOWS = 4
 ONE_BYTE_GAP = 0.000_05  # seconds between two one-byte segments
 ONE_BYTE_HELLO_LENGTH = 2**18  # sensor.tls.records.DEFAULT_MAX_HANDSHAKE_LENGTH
+FILL_IN_ORDER = 128 * 1024  # bytes of the announced ClientHello sent in order
+FILL_OUT_OF_ORDER = 64 * 1024  # bytes sent after a hole of one segment
+FILL_SPACING = 0.01  # seconds between the starts of two filling connections
 LEGIT = 4
 SYN_TARGET = ("192.0.2.10", 443)
 
@@ -92,6 +105,8 @@ class Flood:
             return self.size / FLOWS_PER_SECOND
         if self.kind == "claim-16mb":
             return 3.0 + self.size * CLAIM_SPACING  # the honest 16 MiB connection first
+        if self.kind == "fill-buffers":
+            return self.size * FILL_SPACING
         return self.size * ONE_BYTE_GAP
 
     def legit_offsets(self) -> list[float]:
@@ -107,6 +122,8 @@ class Flood:
             return _syn_flood(self)
         if self.kind == "claim-16mb":
             return _claims(self)
+        if self.kind == "fill-buffers":
+            return _fill_buffers(self)
         return _one_byte(self)
 
 
@@ -254,20 +271,24 @@ def _claims(flood: Flood) -> Iterator[tuple[float, bytes]]:
 
 
 def _one_byte_stream(index: int) -> Iterator[int]:
-    """The bytes of one slow client: a ClientHello whose header announces
-    ONE_BYTE_HELLO_LENGTH bytes (the parser's bound, accepted) and whose extensions end in
-    RFC 7685 padding filling the u16 extensions block; zeros follow up to the announced
-    length, as records of 2^14 bytes. Only a parser that waited for all 2^18 bytes could
-    find the trailing zeros wrong."""
-    body = hs.client_hello(random.Random(f"tlsgen-one-byte:{index}"), cipher_suites=(0xC02F,),
-                           server_name=f"slow{index}.example.com")[4:]
+    """The bytes of one slow client (:func:`_long_hello`), one at a time."""
+    for record in _long_hello(f"tlsgen-one-byte:{index}", f"slow{index}.example.com"):
+        yield from record
+
+
+def _long_hello(seed: str, server_name: str) -> Iterator[bytes]:
+    """The records of a ClientHello whose header announces ONE_BYTE_HELLO_LENGTH bytes (the
+    parser's bound, accepted) and whose extensions end in RFC 7685 padding filling the u16
+    extensions block; zeros follow up to the announced length, as records of 2^14 bytes.
+    Only a parser that waited for all 2^18 bytes could find the trailing zeros wrong."""
+    body = hs.client_hello(random.Random(seed), cipher_suites=(0xC02F,),
+                           server_name=server_name)[4:]
     at = _extensions_at(body)
     extensions = body[at + 2 :]
     padding = 0xFFFF - len(extensions) - 4
     head = (b"\x01" + ONE_BYTE_HELLO_LENGTH.to_bytes(3, "big") + body[:at] + b"\xff\xff"
             + extensions + b"\x00\x15" + padding.to_bytes(2, "big"))
-    for record in _records(head, 4 + ONE_BYTE_HELLO_LENGTH):
-        yield from record
+    return _records(head, 4 + ONE_BYTE_HELLO_LENGTH)
 
 
 def _extensions_at(body: bytes) -> int:
@@ -293,6 +314,38 @@ def _one_byte(flood: Flood) -> Iterator[tuple[float, bytes]]:
         if byte is None:
             return
         yield t + n * ONE_BYTE_GAP, conns[k].segment(0, ACK | PSH, bytes((byte,)))
+
+
+def _fill_connection(index: int, start: float) -> Iterator[tuple[float, bytes]]:
+    """One connection filling its buffers (see the module docstring), then going quiet."""
+    conn = _Conn(_flooder(index), (bytes((192, 0, 2, 100 + index % 100)), 443), index * 131)
+    t, gap = start, 0.000_01
+    for frame in (conn.syn(0), conn.syn(1), conn.segment(0, ACK, b"")):
+        yield t, frame
+        t += gap
+    hello = _long_hello(f"tlsgen-fill:{index}", f"fill{index}.example.com")
+    segments = _segments(hello, 1460)
+    sent = 0
+    for segment in segments:  # in order: the record parser holds the partial message
+        yield t, conn.segment(0, ACK | PSH, segment)
+        t += gap
+        sent += len(segment)
+        if sent >= FILL_IN_ORDER:
+            break
+    hole = next(segments)
+    conn.nxt[0] = (conn.nxt[0] + len(hole)) & 0xFFFFFFFF  # never sent: a hole
+    sent = 0
+    for segment in segments:  # beyond the hole: the reassembler holds them
+        yield t, conn.segment(0, ACK | PSH, segment)
+        t += gap
+        sent += len(segment)
+        if sent >= FILL_OUT_OF_ORDER:
+            break
+
+
+def _fill_buffers(flood: Flood) -> Iterator[tuple[float, bytes]]:
+    for i in range(flood.size):
+        yield from _fill_connection(i, flood.start + i * FILL_SPACING)
 
 
 # -- the capture ------------------------------------------------------------------------

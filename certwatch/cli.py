@@ -11,13 +11,16 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from prometheus_client.registry import Collector
-
 from certwatch.bus.memory import MemoryBus
-from certwatch.cli_services import add_service_commands
+from certwatch.cli_services import (
+    LazyArgumentParser,
+    add_max_buffered_flag,
+    add_service_commands,
+)
 from certwatch.codec import encode
 from certwatch.logs import configure
 from certwatch.metrics import (
+    Collector,
     ProcessorCollector,
     SensorCollector,
     add_metrics_flags,
@@ -54,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--log-format", choices=["auto", "json", "text"], default="auto",
                         help="auto: text on a terminal, JSON lines otherwise")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Subcommand parsers may add their arguments when used (the service commands' Kafka
+    # flags need modules a replay never imports: see certwatch.cli_services).
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=LazyArgumentParser)
 
     rp = commands.add_parser(
         "replay", help="replay pcap/pcapng captures (also .gz) and print events",
@@ -76,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="leave certificate DER out of handshake events")
     rp.add_argument("--max-flows", type=int, default=DEFAULT_MAX_FLOWS,
                     help="flows tracked at once (default: %(default)s)")
+    add_max_buffered_flag(rp)
     rp.add_argument("--speed", type=float, default=None,
                     help="pace by capture time (1.0 = as captured; default: as fast as "
                     "possible)")
@@ -109,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     cc.set_defaults(handler=cmd_csr_check)
 
     add_service_commands(commands)
+    from certwatch.watch import add_watch_command  # light: its pipeline loads when it runs
+
+    add_watch_command(commands)
 
     sp = commands.add_parser("schema", help="the event contract")
     schema_commands = sp.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
@@ -128,6 +138,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = SensorConfig(
         **({"name": args.sensor_name} if args.sensor_name else {}),
         max_flows=args.max_flows,
+        max_buffered_bytes=args.max_buffered_bytes,
         foxio_fingerprints=args.foxio,
         include_chain_der=not args.no_chain_der,
     )

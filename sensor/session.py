@@ -181,6 +181,13 @@ class TlsSession:
     def has_hello(self) -> bool:
         return self.record.client_hello is not None or self.record.first_server_hello is not None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes the record parsers hold (a partial record or handshake message per side),
+        for the sensor's global buffer budget."""
+        client, server = self._client, self._server
+        return (client.buffered if client else 0) + (server.buffered if server else 0)
+
     def _finish(self, reason: str) -> None:
         self.done = True
         self.record.ended_by = reason

@@ -5,6 +5,11 @@ call that never waits. A background task drains the queue to the bus in batches.
 broker is away the queue fills up to its bound, then the oldest events are dropped and
 counted; the loss is logged once, and once the broker is back an anomaly event says how
 many events were lost. On shutdown :meth:`close` flushes what is held, within a deadline.
+
+Encoding happens in :meth:`~SensorPublisher.offer`, on the capture loop: the bytes are those
+of ``certwatch.codec.encode``, composed by ``certwatch.output.JsonLinesWriter.to_json``, which
+keeps the JSON text of the parts the sensor's event builder shares between events (the TLS
+block, the chain with its DER, hello summaries) instead of serialising them again each time.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from certwatch.bus import Bus, BusError
-from certwatch.codec import encode
+from certwatch.output import JsonLinesWriter
 from schemas.events import SensorEvent
 from schemas.topics import key_of, topic_of
 
@@ -52,6 +57,9 @@ class SensorPublisher:
         self._dropping = False  # dropped events since publishing last went through
         self._report: Outgoing | None = None  # the loss report waiting at the queue's head
         self._task: asyncio.Task[None] | None = None
+        # Only its composer is used (``to_json``: the text of ``encode``, with the shared
+        # parts' text kept by identity, bounded); "-" opens nothing, and nothing is written.
+        self._json = JsonLinesWriter("-")
 
     @property
     def broker_reachable(self) -> bool:
@@ -68,9 +76,13 @@ class SensorPublisher:
 
     def offer(self, event: SensorEvent) -> None:
         """Queue an event for the broker; drop the oldest one if the queue is full."""
-        self._queue.append((topic_of(event), key_of(event), encode(event), ()))
+        self._queue.append((topic_of(event), key_of(event), self.encode(event), ()))
         self._trim()
         self._wakeup.set()
+
+    def encode(self, event: SensorEvent) -> bytes:
+        """The bytes published for ``event``: exactly ``certwatch.codec.encode(event)``."""
+        return self._json.to_json(event).encode()
 
     async def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued (within ``timeout`` seconds), then stop. What could not be
@@ -140,7 +152,7 @@ class SensorPublisher:
             if self._unreported_drops and self.drop_report is not None:
                 report = self.drop_report(self._unreported_drops)
                 self._unreported_drops = 0
-                self._report = (topic_of(report), key_of(report), encode(report), ())
+                self._report = (topic_of(report), key_of(report), self.encode(report), ())
                 self._queue.appendleft(self._report)
 
     async def _publish(self, batch: Sequence[Outgoing]) -> None:

@@ -120,7 +120,11 @@ class KafkaSettings(BaseSettings):
     request_timeout_ms: int = Field(
         default=30_000, ge=100, le=600_000,
         description="also the longest a publish waits before failing with BrokerUnavailable")
-    max_batch_size: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
+    max_batch_size: int = Field(
+        default=262_144, ge=1024, le=16 * 1024 * 1024,
+        description="bytes per producer batch (per partition). A handshake event is ~8 KB: "
+        "Kafka's 64 KiB holds eight; 256 KiB cost the sensor's publisher the least CPU per "
+        "event in bench/README.md's measurement (1-4 MiB gained nothing)")
     session_timeout_ms: int = Field(
         default=10_000, ge=1000, le=300_000,
         description="a consumer silent this long leaves its group; its partitions move on")

@@ -9,10 +9,10 @@ uses the event's own time (capture time in a replay) for anything time-based.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 from processors.catalog import Severity
 from schemas.events import HandshakeEvent
@@ -42,6 +42,22 @@ class Finding:
     details: Mapping[str, DetailValue] = field(default_factory=dict)
 
 
+class Pending(NamedTuple):
+    """A finding whose suppression the engine decides before it is built.
+
+    A server with a bad certificate repeats the same finding on every handshake, and all but
+    the first of a suppression window are dropped: building each one (message, details, the
+    frozen record) would be wasted. ``identifier`` must equal ``identifier_of`` of the finding
+    ``build()`` returns (rule and identity joined by ``|``, see ``processors.alerts``), which
+    the detector usually memoises; ``build`` is called at most once, only for an alert.
+    A NamedTuple: one is made per repeated handshake, on the processor's hot path.
+    """
+
+    rule: str
+    identifier: str
+    build: Callable[[], Finding]
+
+
 class Detector(Protocol):
     """One concern. ``rules`` are the rule names it can emit (see processors.catalog)."""
 
@@ -50,6 +66,16 @@ class Detector(Protocol):
     def inspect(self, event: HandshakeEvent) -> list[Finding]:
         """Findings for this handshake (usually none). Must not raise on odd events: fields
         the sensor could not fill are ``None`` and mean "nothing to judge"."""
+        ...
+
+
+class DeferringDetector(Detector, Protocol):
+    """A detector whose findings the engine may take as :class:`Pending` (optional: the
+    engine uses ``candidates`` when a detector has it, ``inspect`` otherwise)."""
+
+    def candidates(self, event: HandshakeEvent) -> Sequence[Finding | Pending]:
+        """What ``inspect`` finds, with findings that often repeat left unbuilt (Pending);
+        ``[c.build() if isinstance(c, Pending) else c for c in ...]`` equals ``inspect``."""
         ...
 
 

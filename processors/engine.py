@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from processors.alerts import build_alert, identifier_of
-from processors.base import Detector, Finding, event_time
+from processors.base import Detector, Finding, Pending, event_time
 from processors.memo import event_server_key
 from processors.policy import Policy
-from processors.suppression import Suppressor, alert_id, window_index
+from processors.suppression import Suppressor, alert_id, window_at
 from schemas.alerts import AlertEvent
 from schemas.events import HandshakeEvent
 
 log = logging.getLogger("certwatch.processor")
 
 DetectorFactory = Callable[[Policy], Detector]
+Candidate = Finding | Pending
 
 
 @dataclass(slots=True)
@@ -46,12 +46,15 @@ class Processor:
         # The hot path's lookups, resolved once (the policy is frozen): each detector's
         # bound ``inspect``, and per rule whether it is enabled and its suppression window.
         # A detector that says it is idle (``idle`` true: e.g. pins with no pin configured)
-        # returns nothing for any event under this policy, so it is not called at all.
-        self._inspectors: list[tuple[str, Callable[[HandshakeEvent], list[Finding]]]] = [
-            (name, detector.inspect) for name, detector in self.detectors.items()
+        # returns nothing for any event under this policy, so it is not called at all. A
+        # detector with ``candidates`` (base.DeferringDetector) is asked through it: its
+        # repeated findings come as Pending and are built only if they alert.
+        self._inspectors: list[tuple[str, Callable[[HandshakeEvent], Sequence[Candidate]]]] = [
+            (name, getattr(detector, "candidates", detector.inspect))
+            for name, detector in self.detectors.items()
             if not getattr(detector, "idle", False)]
         self._enabled: dict[str, bool] = {}
-        self._windows: dict[str, timedelta] = {}
+        self._windows: dict[str, float] = {}  # rule -> suppression window in seconds
 
     def process(self, event: HandshakeEvent) -> list[AlertEvent]:
         """The alerts this handshake raises, already deduplicated."""
@@ -73,8 +76,8 @@ class Processor:
             enabled = self._enabled[rule] = self.policy.rules.enabled(rule)
         return enabled
 
-    def _findings(self, event: HandshakeEvent) -> list[Finding]:
-        findings: list[Finding] = []
+    def _findings(self, event: HandshakeEvent) -> list[Candidate]:
+        findings: list[Candidate] = []
         for name, inspect in self._inspectors:
             try:
                 found = inspect(event)
@@ -96,17 +99,23 @@ class Processor:
                         findings.append(finding)
         return findings
 
-    def _admit(self, finding: Finding, event: HandshakeEvent) -> AlertEvent | None:
-        identifier = identifier_of(finding)
-        rule = finding.rule
-        suppression = self._windows.get(rule)
-        if suppression is None:
-            suppression = self._windows[rule] = self.policy.suppression(rule)
-        window = window_index(event_time(event), suppression)
+    def _admit(self, candidate: Candidate, event: HandshakeEvent) -> AlertEvent | None:
+        # Suppression needs only the rule, the identifier and the time: a Pending finding is
+        # built only once it is known to alert (most repeats of a finding are suppressed).
+        if isinstance(candidate, Pending):
+            identifier = candidate.identifier
+        else:
+            identifier = identifier_of(candidate)
+        rule = candidate.rule
+        seconds = self._windows.get(rule)
+        if seconds is None:
+            seconds = self._windows[rule] = self.policy.suppression(rule).total_seconds()
+        window = window_at(event_time(event), seconds)
         admitted, held = self.suppressor.admit(identifier, window)
         if not admitted:
             self.stats.suppressed += 1
             return None
+        finding = candidate.build() if isinstance(candidate, Pending) else candidate
         self.stats.alerts[finding.rule] += 1
         self.stats.alerts_by_server[event_server_key(event)] += 1
         return build_alert(finding, event, alert_id=alert_id(identifier, window),

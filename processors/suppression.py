@@ -13,13 +13,27 @@ import hashlib
 from collections import OrderedDict
 from datetime import datetime, timedelta
 
+from processors.memo import microseconds
+
 
 def window_index(when: datetime, window: timedelta) -> int:
     """The aligned window ``when`` falls in."""
-    seconds = window.total_seconds()
+    return window_at(when, window.total_seconds())
+
+
+def window_at(when: datetime, seconds: float) -> int:
+    """``window_index(when, window)`` with ``seconds = window.total_seconds()`` computed
+    once by the caller (the processor keeps it per rule)."""
+    # For an aware time, CPython's ``timestamp()`` is ``(when - epoch).total_seconds()``:
+    # the exact microseconds of that difference, int-divided by 10**6 (true division,
+    # correctly rounded). ``microseconds`` is that same difference in microseconds, memoised
+    # per event time (processors.memo), which the time-based detectors have usually computed
+    # already: the same float, cheaper. Naive (local) times: ``timestamp()`` as ever.
+    stamp = (microseconds(when) / 1_000_000 if when.tzinfo is not None
+             else when.timestamp())
     if seconds <= 0:
-        return int(when.timestamp() * 1e6)  # no suppression: every microsecond its own
-    return int(when.timestamp() // seconds)
+        return int(stamp * 1e6)  # no suppression: every microsecond its own
+    return int(stamp // seconds)
 
 
 def alert_id(identifier: str, window: int) -> str:

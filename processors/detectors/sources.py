@@ -25,6 +25,7 @@ are one problem; the client address is in the details.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,8 +115,21 @@ def _port(host: str, text: str) -> int:
     return int(text)
 
 
+# Exactly the texts ``ipaddress.IPv4Address`` accepts (four ASCII decimal octets of 0-255
+# without leading zeros, Python >= 3.9.5), which is how a sensor writes an IPv4 client.
+_OCTET: Final = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD: Final = re.compile(r"\.".join([_OCTET] * 4))
+
+
 def _client_address(text: str) -> IpAddress | None:
     """The client address, IPv4-mapped IPv6 seen as the IPv4 it is; None if unparsable."""
+    # Client addresses are mostly distinct and mostly IPv4: one regex match and an int
+    # costs about half of ipaddress's octet-by-octet parse, with the same result.
+    quad = _DOTTED_QUAD.fullmatch(text)
+    if quad is not None:
+        first, second, third, fourth = quad.groups()
+        return ipaddress.IPv4Address(int(first) << 24 | int(second) << 16 | int(third) << 8
+                                     | int(fourth))
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

@@ -35,9 +35,9 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -51,13 +51,14 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from processors.base import DetailValue, Finding, event_time
-from processors.catalog import RULES
-from processors.memo import BoundedMemo, event_server_key, utc_day
+from processors.base import DetailValue, Finding, Pending, event_time
+from processors.catalog import RULES, Severity
+from processors.memo import BoundedMemo, event_server_key, microseconds
 from processors.policy import Policy, Trust
 from schemas.events import HandshakeEvent
 
 RULE = "cert.untrusted_chain"
+_DAY_US: Final = 86_400_000_000
 
 OS_BUNDLES = (
     Path("/etc/ssl/certs/ca-certificates.crt"),  # Debian, Ubuntu, Alpine
@@ -257,17 +258,19 @@ class ChainVerifier:
         self.hits = self.misses = self.evictions = 0
         self._store = Store(list(anchors.certificates)) if anchors.certificates else None
         self._ca_policy, self._ee_policy = _server_policies()
-        self._cache: OrderedDict[tuple[str, date], ChainVerdict] = OrderedDict()
+        self._cache: OrderedDict[tuple[tuple[str, ...], int], ChainVerdict] = OrderedDict()
 
     @staticmethod
-    def _key(fingerprints: Sequence[str], when: datetime) -> tuple[str, date]:
-        # The day is memoised per datetime object: every detector of an event shares it.
-        return "|".join(fingerprints), utc_day(when)
+    def _key(fingerprints: Sequence[str], when: datetime) -> tuple[tuple[str, ...], int]:
+        # The UTC day as a day number since the epoch (floor of the event's microseconds:
+        # the same day as ``astimezone(UTC).date()``), from the per-event memo that the
+        # time-based detectors share, so it costs one division here.
+        return tuple(fingerprints), microseconds(when) // _DAY_US
 
     def lookup(self, fingerprints: Sequence[str], when: datetime) -> ChainVerdict | None:
         """The cached verdict for the chain with these SHA-256 fingerprints (hex, leaf
         first) on the UTC day of ``when``, or None (counted as neither hit nor miss)."""
-        key = ("|".join(fingerprints), utc_day(when))  # self._key, inlined: every event
+        key = (tuple(fingerprints), microseconds(when) // _DAY_US)  # self._key, inlined
         verdict = self._cache.get(key)
         if verdict is not None:
             self.hits += 1
@@ -340,6 +343,17 @@ def chain_der(event: HandshakeEvent) -> list[bytes] | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """Everything of an untrusted-chain finding but its time, shared by the handshakes of a
+    server that repeat it: ``identifier`` is ``identifier_of`` the finding."""
+
+    message: str
+    identity: tuple[str, ...]
+    fixed: dict[str, DetailValue]
+    identifier: str
+
+
 class UntrustedChain:
     """``cert.untrusted_chain`` (see the module docstring). ``undecodable`` counts events
     whose chain DER could not be decoded (they are not judged)."""
@@ -352,11 +366,16 @@ class UntrustedChain:
         self.verifier = (ChainVerifier(load_anchors(policy.trust), cache_size)
                          if self.enabled else None)
         self._severity = RULES[RULE].severity
-        self._parts: BoundedMemo[tuple[str, int, str, str | None, str | None, int],
-                                 tuple[str, tuple[str, ...], dict[str, DetailValue]]] = (
+        self._parts: BoundedMemo[tuple[str, int, str, str | None, str | None, int], _Parts] = (
             BoundedMemo(cache_size))
 
     def inspect(self, event: HandshakeEvent) -> list[Finding]:
+        """The finding when the server chain does not verify (at most one)."""
+        return [candidate.build() for candidate in self.candidates(event)]
+
+    def candidates(self, event: HandshakeEvent) -> list[Pending]:
+        """``inspect``'s finding, unbuilt (``processors.base.Pending``): a server with a bad
+        chain repeats it on every handshake, and most of those are suppressed."""
         verifier = self.verifier
         if verifier is None:
             return []
@@ -384,27 +403,42 @@ class UntrustedChain:
         else:
             leaf = fingerprints[0] if fingerprints else described[0].hash.sha256.lower()
         server, port = event_server_key(event), event.destination.port
-        # A server with a bad chain repeats it on every handshake, and most of those findings
-        # are then suppressed: everything but the time is memoised, and the time is only
-        # formatted when the alert is built (``_Details``).
         key = (server, port, leaf, verdict.reason, verdict.error, len(encoded))
         parts = self._parts.get(key)
         if parts is None:
-            parts = self._parts.put(key, (
-                f"{server} (port {port}): the certificate chain does not verify to the "
-                f"trust store: {verdict.reason}",
-                (server, str(port), leaf),
-                {"reason": verdict.reason, "error": verdict.error,
-                 "chain_length": len(encoded), "leaf_sha256": leaf}))
-        message, identity, fixed = parts
-        return [Finding(
-            rule=RULE,
-            severity=self._severity,
-            message=message,
-            identity=identity,
-            certificate_position=0,
-            details=_Details(fixed, when),
-        )]
+            parts = self._parts.put(key, self._parts_of(server, port, leaf, verdict,
+                                                        len(encoded)))
+        # Everything but the time is memoised; the time is formatted, and the finding
+        # built, only if the engine finds it is not suppressed.
+        return [Pending(RULE, parts.identifier, _Builder(self._severity, parts, when).build)]
+
+    @staticmethod
+    def _parts_of(server: str, port: int, leaf: str, verdict: ChainVerdict, length: int
+                  ) -> _Parts:
+        identity = (server, str(port), leaf)
+        return _Parts(
+            f"{server} (port {port}): the certificate chain does not verify to the trust "
+            f"store: {verdict.reason}",
+            identity,
+            {"reason": verdict.reason, "error": verdict.error, "chain_length": length,
+             "leaf_sha256": leaf},
+            "|".join((RULE, *identity)),
+        )
+
+
+class _Builder:
+    """Builds one untrusted-chain finding from its memoised parts and the event's time."""
+
+    __slots__ = ("_parts", "_severity", "_when")
+
+    def __init__(self, severity: Severity, parts: _Parts, when: datetime) -> None:
+        self._severity, self._parts, self._when = severity, parts, when
+
+    def build(self) -> Finding:
+        parts = self._parts
+        return Finding(rule=RULE, severity=self._severity, message=parts.message,
+                       identity=parts.identity, certificate_position=0,
+                       details=_Details(parts.fixed, self._when))
 
 
 class _Details(Mapping[str, DetailValue]):

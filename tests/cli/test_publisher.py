@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from certwatch.bus import BrokerUnavailable, BusConfigError
 from certwatch.bus.memory import MemoryBus
+from certwatch.codec import encode
 from certwatch.publisher import SensorPublisher
 from schemas.events import AnomalyEvent, SensorEvent
-from schemas.topics import ANOMALY_TOPIC, CERTIFICATE_TOPIC, HANDSHAKE_TOPIC
+from schemas.topics import ANOMALY_TOPIC, CERTIFICATE_TOPIC, HANDSHAKE_TOPIC, topic_of
 from sensor.config import SensorConfig
 from sensor.sensor import Sensor
-from tests.support import DATA, read_frames, run_sensor
+from tests.support import DATA, captures, read_frames, run_sensor
+from tools.tlsgen.scenarios import Options, build
 
 
 class UnreachableBroker(MemoryBus):
@@ -172,3 +175,43 @@ async def test_every_dropped_event_is_in_some_loss_report() -> None:
                    if r.certwatch.anomaly.kind == "publish_dropped")
     assert publisher.dropped > 0
     assert reported == publisher.dropped
+
+
+async def _assert_published_bytes_are_encode(events: list[SensorEvent]) -> None:
+    """Every event, offered in capture order, goes out on its topic, in order, as
+    ``codec.encode`` makes it."""
+    topics = (HANDSHAKE_TOPIC, CERTIFICATE_TOPIC, ANOMALY_TOPIC)
+    bus = MemoryBus()
+    readers = {topic: asyncio.create_task(collect(bus, [topic])) for topic in topics}
+    await asyncio.sleep(0)
+    publisher = SensorPublisher(bus, batch_size=7)
+    publisher.start()
+    for event in events:
+        publisher.offer(event)
+    await publisher.close()
+    await bus.close()
+    for topic in topics:
+        expected = [encode(event) for event in events if topic_of(event) == topic]
+        assert await readers[topic] == expected
+    assert publisher.published == len(events)
+
+
+async def test_published_bytes_are_the_codec_encoding_for_every_capture() -> None:
+    """The publisher reuses the JSON text of the parts the sensor shares between events;
+    what reaches the broker must still be byte for byte ``codec.encode`` (the processors
+    and the SIEM read those bytes), on every capture of tests/data."""
+    events = [event for capture in captures() for event in run_sensor(read_frames(capture))]
+    assert len(events) > 50
+    await _assert_published_bytes_are_encode(events)
+
+
+async def test_published_bytes_are_the_codec_encoding_when_parts_repeat(tmp_path: Path) -> None:
+    """Many connections to a few servers from a few client programs: the event builder
+    shares the TLS blocks, chains and hello summaries between their events, so most of each
+    event is reused text."""
+    scenario = build("benchmark", Options(connections=120, app_segments=1, concurrency=16))
+    capture = tmp_path / "benchmark.pcap"
+    scenario.write(capture)
+    events = run_sensor(read_frames(capture))
+    assert len({encode(event) for event in events}) == len(events) > 120
+    await _assert_published_bytes_are_encode(events)

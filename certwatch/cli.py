@@ -171,8 +171,9 @@ async def _run_replay(
     service: ProcessorService | None = None
     collectors: list[Collector] = [SensorCollector(sensor)]
     if processor is not None:
-        collectors.append(ProcessorCollector(processor, lambda: service.dead_letters
-                                             if service is not None else 0))
+        collectors.append(ProcessorCollector(
+            processor, lambda: service.dead_letters if service is not None else 0,
+            busy=lambda: service.busy_seconds if service is not None else 0.0))
     metrics = await start_metrics(args, collectors, lambda: (True, "replaying"))
     try:
         if processor is None:

@@ -19,6 +19,7 @@ from sensor.config import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_FLOWS
 
 if TYPE_CHECKING:
     from certwatch.bus.mqtt import MqttSettings
+    from certwatch.metrics import Collector
     from sensor.capture import LiveCapture
 
 # Start-up: the service commands need aiokafka, aiomqtt, pydantic-settings and
@@ -155,7 +156,7 @@ def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> 
     """``certwatch sensor``; ``capture``: a socket already opened (a ``--workers`` worker's)."""
     from certwatch.bus.kafka import KafkaBus
     from certwatch.kafka_cli import kafka_settings
-    from certwatch.metrics import SensorCollector, start_metrics
+    from certwatch.metrics import KernelCollector, SensorCollector, start_metrics
     from certwatch.publisher import SensorPublisher
     from certwatch.replay import summary
     from certwatch.sensor_service import (
@@ -209,7 +210,10 @@ def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> 
                 return False, "broker unreachable"
             return True, "capturing" if capture is not None else "replaying"
 
-        metrics = await start_metrics(args, [SensorCollector(sensor, publisher)], sensor_ready)
+        collectors: list[Collector] = [SensorCollector(sensor, publisher)]
+        if capture is not None:
+            collectors.append(KernelCollector(capture))
+        metrics = await start_metrics(args, collectors, sensor_ready)
         status = EXIT_OK
         try:
             if capture is not None:
@@ -299,7 +303,7 @@ def cmd_processor(args: argparse.Namespace) -> int:
 
         metrics = await start_metrics(
             args, [ProcessorCollector(processor, lambda: service.dead_letters,
-                                      bus.consumer_lag)],
+                                      bus.consumer_lag, busy=lambda: service.busy_seconds)],
             processor_ready)
         if args.policy is not None:
             reloader = PolicyReloader(args.policy, service, DETECTORS)

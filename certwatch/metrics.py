@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from certwatch.publisher import SensorPublisher
     from processors.engine import Processor
+    from sensor.capture import LiveCapture
     from sensor.sensor import Sensor
 
 log = logging.getLogger("certwatch.metrics")
@@ -69,6 +70,7 @@ class SensorCollector:
     def collect(self) -> Iterator[Metric]:
         stats, flows = self.sensor.stats, self.sensor.flows
         yield _counter("packets", "Frames read from the capture", stats.packets)
+        yield _counter("bytes", "Bytes of the frames read from the capture", stats.bytes)
         yield _counter("non_tcp_packets", "Frames that were not TCP over IP", stats.not_tcp)
         yield _gauge("flows_active", "Flows in the flow table", len(flows))
         yield _counter("flows", "Flows created", flows.created)
@@ -95,10 +97,12 @@ class ProcessorCollector:
     """The processor's counters, and its consumer lag when it consumes from Kafka."""
 
     def __init__(self, processor: Processor, dead_letters: Callable[[], int],
-                 lag: ConsumerLag | None = None) -> None:
+                 lag: ConsumerLag | None = None, *,
+                 busy: Callable[[], float] | None = None) -> None:
         self.processor = processor
         self.dead_letters = dead_letters
         self.lag = lag
+        self.busy = busy
 
     def collect(self) -> Iterator[Metric]:
         stats = self.processor.stats
@@ -110,6 +114,10 @@ class ProcessorCollector:
                        self.dead_letters())
         yield _labelled("detector_errors", "Detector failures, by detector", "detector",
                         dict(stats.detector_errors))
+        if self.busy is not None:
+            yield _counter("processing_seconds", "Time spent decoding and judging events "
+                           "(rate: how busy the processor is; per event: its cost)",
+                           self.busy())
         if self.lag is not None:
             from prometheus_client.core import GaugeMetricFamily
 
@@ -121,6 +129,21 @@ class ProcessorCollector:
             for (topic, partition), lag in sorted(self.lag().items()):
                 family.add_metric([topic, str(partition)], lag)
             yield family
+
+
+class KernelCollector:
+    """``certwatch_capture_kernel_{received,dropped}``: the socket's counts at scrape time
+    (frames the kernel dropped never reach the sensor, so only the kernel can say)."""
+
+    def __init__(self, capture: LiveCapture) -> None:
+        self.capture = capture
+
+    def collect(self) -> Iterator[Metric]:
+        received, dropped = self.capture.stats()
+        yield _counter("capture_kernel_received", "Frames that passed the capture filter",
+                       received)
+        yield _counter("capture_kernel_dropped", "Frames the kernel dropped: socket buffer "
+                       "full", dropped)
 
 
 class MetricsServer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pydantic import ValidationError
@@ -40,6 +41,9 @@ class ProcessorService:
         self.group = group
         self.on_alert = on_alert
         self.dead_letters = 0
+        # Time spent decoding and judging events (not waiting for the broker): its rate is
+        # how busy the processor is, and divided by the events it is the cost of one.
+        self.busy_seconds = 0.0
         # Its own template table (and statistics): see certwatch.codec.
         self.decoder = HandshakeDecoder()
 
@@ -67,6 +71,7 @@ class ProcessorService:
         outgoing: list[tuple[str, str, bytes, tuple[tuple[str, bytes], ...]]] = []
         alerts: list[AlertEvent] = []
         last_of_partition: dict[tuple[str, int], Message] = {}
+        started = time.perf_counter()
         for message in batch:
             last_of_partition[(message.topic, message.partition)] = message
             try:
@@ -77,6 +82,7 @@ class ProcessorService:
             for alert in self.processor.process(event):
                 alerts.append(alert)
                 outgoing.append((ALERT_TOPIC, alert.event.id, encode(alert), ()))
+        self.busy_seconds += time.perf_counter() - started
         publish_batch = getattr(self.bus, "publish_batch", None)
         if publish_batch is not None:
             await publish_batch(outgoing)
@@ -94,12 +100,15 @@ class ProcessorService:
                 await self.bus.commit(message)
 
     async def handle(self, message: Message) -> None:
+        started = time.perf_counter()
         try:
             event = self.decoder.decode(message.value)
         except ValidationError as error:
+            self.busy_seconds += time.perf_counter() - started
             await self._dead_letter(message, error)
         else:
             alerts = self.processor.process(event)
+            self.busy_seconds += time.perf_counter() - started
             # All of one event's alerts in flight at once: a publish returns only once the
             # broker acknowledged it (after the producer's linger), so one at a time would
             # cost a round trip per alert.

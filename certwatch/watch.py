@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
-    from prometheus_client.core import Metric
     from pydantic import BaseModel
 
     from certwatch.metrics import Collector
@@ -245,7 +244,12 @@ async def _watch(
     events: LineWriter | None,
     alerts: LineWriter | None,
 ) -> WatchOutcome:
-    from certwatch.metrics import ProcessorCollector, SensorCollector, start_metrics
+    from certwatch.metrics import (
+        KernelCollector,
+        ProcessorCollector,
+        SensorCollector,
+        start_metrics,
+    )
     from certwatch.replay import ReplayReport
     from sensor.errors import CaptureError
 
@@ -260,7 +264,8 @@ async def _watch(
                                 KernelCollector(capture)]
     if processor is not None and pipeline.service is not None:
         service = pipeline.service
-        collectors.append(ProcessorCollector(processor, lambda: service.dead_letters))
+        collectors.append(ProcessorCollector(processor, lambda: service.dead_letters,
+                                             busy=lambda: service.busy_seconds))
     metrics = await start_metrics(args, collectors, lambda: (True, "capturing"))
     pipeline.start()
     log.info("watching %s (filter %r); %s", capture.interface, capture.bpf,
@@ -414,20 +419,3 @@ class LiveLoop:
         for event in events:
             emit(event)
         self.events += len(events)
-
-
-class KernelCollector:
-    """``certwatch_capture_kernel_{received,dropped}``: the socket's counts at scrape time
-    (frames the kernel dropped never reach the sensor, so only the kernel can say)."""
-
-    def __init__(self, capture: LiveCapture) -> None:
-        self.capture = capture
-
-    def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import CounterMetricFamily
-
-        received, dropped = self.capture.stats()
-        yield CounterMetricFamily("certwatch_capture_kernel_received",
-                                  "Frames that passed the capture filter", value=received)
-        yield CounterMetricFamily("certwatch_capture_kernel_dropped",
-                                  "Frames the kernel dropped: socket buffer full", value=dropped)

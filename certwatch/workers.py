@@ -508,8 +508,9 @@ async def _pipeline(
 
         service = ProcessorService(processor, bus, on_alert=write_alert)
         consumer = asyncio.create_task(service.run(service.subscribe()))
-        collectors.append(ProcessorCollector(processor, lambda: service.dead_letters
-                                             if service is not None else 0))
+        collectors.append(ProcessorCollector(
+            processor, lambda: service.dead_letters if service is not None else 0,
+            busy=lambda: service.busy_seconds if service is not None else 0.0))
     metrics = await start_metrics(args, collectors, lambda: (True, "replaying"))
     try:
         return await replay_workers(args.captures, config, args.workers, emit, Progress(),

@@ -91,6 +91,7 @@ class SensorStats:
     """What the end-of-run summary and the metrics report."""
 
     packets: int = 0
+    bytes: int = 0  # captured frame bytes (link layer included), as a capture tool counts them
     not_tcp: int = 0
     tls_flows: int = 0
     not_tls_flows: int = 0
@@ -149,7 +150,9 @@ class Sensor:
 
     def process(self, timestamp: float, linktype: int, data: bytes) -> None:
         """Account for one captured frame."""
-        self.stats.packets += 1
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += len(data)
         if timestamp > self.now:
             self.now = timestamp
             if timestamp >= self._next_sweep:
@@ -201,9 +204,10 @@ class Sensor:
         sensor (~0.3 µs of ~1 µs per packet)."""
         stats, entry_of, general = self.stats, self._flow_entry, self._general
         now, next_sweep = self.now, self._next_sweep
-        taken = 0
+        taken = captured = 0
         for timestamp, linktype, data in islice(frames, limit):
             taken += 1
+            captured += len(data)
             stats.packets += 1
             if timestamp > now:
                 now = self.now = timestamp
@@ -240,6 +244,7 @@ class Sensor:
                                     continue
             general(timestamp, linktype, data)
             now, next_sweep = self.now, self._next_sweep  # in step, whatever it did
+        stats.bytes += captured
         return taken
 
     def _general(self, timestamp: float, linktype: int, data: bytes) -> None:

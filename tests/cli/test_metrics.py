@@ -55,6 +55,8 @@ def test_counters_move_while_a_paced_replay_runs(slow_capture: Path) -> None:
         time.sleep(2.0)
         _, second = scrape(port, "/metrics")
         assert metric(second, "certwatch_packets_total") > metric(first, "certwatch_packets_total")
+        assert metric(second, "certwatch_bytes_total") > metric(first, "certwatch_bytes_total")
+        assert metric(second, "certwatch_processing_seconds_total") > 0
         assert "certwatch_events_processed_total" in second
         assert scrape(port, "/healthz") == (200, "ok\n")
         assert scrape(port, "/readyz")[0] == 200

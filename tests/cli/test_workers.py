@@ -231,11 +231,14 @@ def _record_connections(out: Path) -> Callable[[argparse.Namespace, LiveCapture]
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         seen: set[tuple[int, int]] = set()
         deadline = time.monotonic() + 20
-        while not stop.is_set() and time.monotonic() < deadline:
+        while True:
+            stopping = stop.is_set() or time.monotonic() > deadline
             for _, linktype, data in capture.read_available(1000):
                 segment = decode_frame(linktype, data)
                 if segment is not None:
                     seen.add((segment.src_port, segment.dst_port))
+            if stopping:  # one last read after the signal: what the kernel still holds
+                break
             time.sleep(0.01)
         (out / f"worker-{args.metrics_port}").write_text(
             "".join(f"{a} {b}\n" for a, b in sorted(seen)))
@@ -246,15 +249,16 @@ def _record_connections(out: Path) -> Callable[[argparse.Namespace, LiveCapture]
 @pytest.mark.skipif(not _can_capture(), reason="needs Linux AF_PACKET and CAP_NET_RAW")
 def test_live_workers_share_one_fanout_group_each_connection_whole(tmp_path: Path) -> None:
     """Two workers on lo: every connection's packets, both ways, reach one worker."""
-    args = argparse.Namespace(interface="lo", bpf="tcp port 47443", workers=2, user=None,
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    args = argparse.Namespace(interface="lo", bpf=f"tcp port {port}", workers=2, user=None,
                               allow_root=True, max_flows=1000, metrics_port=9500)
-    server = socket.create_server(("127.0.0.1", 47443))
     threading.Thread(target=_echo, args=(server,), daemon=True).start()
 
     def connect_then_stop() -> None:
         time.sleep(1.0)  # the workers are forked and reading
         for _ in range(20):
-            with socket.create_connection(("127.0.0.1", 47443)) as client:
+            with socket.create_connection(("127.0.0.1", port)) as client:
                 client.sendall(b"hello")
                 client.recv(16)
         time.sleep(1.0)
@@ -268,7 +272,7 @@ def test_live_workers_share_one_fanout_group_each_connection_whole(tmp_path: Pat
     assert files == ["worker-9500", "worker-9501"]  # each its own metrics port
     pairs = [{tuple(map(int, line.split())) for line in (tmp_path / name).read_text()
               .splitlines()} for name in files]
-    clients = [{a if b == 47443 else b for a, b in seen} for seen in pairs]
+    clients = [{a if b == port else b for a, b in seen} for seen in pairs]
     assert len(clients[0] | clients[1]) == 20 and not clients[0] & clients[1]
     assert clients[0] and clients[1]  # 20 connections spread over both
     for seen in pairs:  # each worker got its connections in both directions

@@ -102,6 +102,7 @@ def add_service_commands(commands: argparse._SubParsersAction[Any]) -> None:
     source.add_argument("--interface", "-i", metavar="IF", help="capture live (AF_PACKET)")
     source.add_argument("--pcap", nargs="+", metavar="FILE", help="publish capture files")
     sp.add_argument("--bpf", default="tcp", help="capture filter (default: %(default)s)")
+    add_live_capture_flags(sp)
     sp.add_argument("--speed", type=float, default=None,
                     help="--pcap: pace by capture time (1.0 = as captured; default: as fast "
                     "as possible)")
@@ -180,7 +181,7 @@ def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> 
                 return pcap_workers(args, settings)
             return live_workers(args, cmd_sensor)
         if capture is None and args.interface:
-            capture = open_live(args.interface, bpf=args.bpf)
+            capture = open_live(args.interface, **live_capture_options(args))
         if args.user:
             drop_privileges(args.user)
         if capture is not None:
@@ -363,3 +364,29 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return EXIT_OK
+
+
+def add_live_capture_flags(parser: argparse.ArgumentParser) -> None:
+    """The socket options of a live capture (``--interface``), shared by sensor and watch."""
+    parser.add_argument("--buffer-mb", type=_megabytes, default=64, metavar="MB",
+                        help="kernel receive buffer of the capture socket; raise it when "
+                             "the summary reports kernel drops (default: %(default)s)")
+    parser.add_argument("--no-promiscuous", dest="promiscuous", action="store_false",
+                        help="only frames addressed to this host (a SPAN/tap port needs "
+                             "promiscuous mode, the default)")
+
+
+def _megabytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of MB") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"{value} MB: give 1 to 4096")
+    return value
+
+
+def live_capture_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``open_live`` keyword arguments from the flags (a namespace without them: defaults)."""
+    return {"bpf": args.bpf, "buffer_mb": getattr(args, "buffer_mb", 64),
+            "promiscuous": getattr(args, "promiscuous", True)}

@@ -65,6 +65,7 @@ DEFAULT_MAX_QUEUED = 100_000
 
 def add_watch_command(commands: argparse._SubParsersAction[Any]) -> None:
     """Register ``certwatch watch`` (cheap: the pipeline is imported only when it runs)."""
+    from certwatch.cli_services import add_live_capture_flags
     from certwatch.metrics import add_metrics_flags
     from sensor.config import DEFAULT_MAX_FLOWS
 
@@ -77,6 +78,7 @@ def add_watch_command(commands: argparse._SubParsersAction[Any]) -> None:
     wp.add_argument("--interface", "-i", required=True, metavar="IF",
                     help="interface to capture on (AF_PACKET)")
     wp.add_argument("--bpf", default="tcp", help="capture filter (default: %(default)s)")
+    add_live_capture_flags(wp)
     wp.add_argument("--policy", type=Path, default=None,
                     help="policy YAML (default: system trust store, every rule on)")
     wp.add_argument("--alerts", default="-", metavar="PATH",
@@ -119,6 +121,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     # Everything the run needs is imported before privileges are dropped: afterwards the
     # interpreter's modules may not be readable (see sensor.privileges).
     _preload(args)
+    from certwatch.cli_services import live_capture_options
     from certwatch.replay import summary
     from processors.engine import Processor
     from processors.policy import Policy
@@ -139,7 +142,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     sensor = Sensor(config)
     processor = None if args.no_alerts else Processor(policy, DETECTORS)
     try:
-        capture = open_live(args.interface, bpf=args.bpf)
+        capture = open_live(args.interface, **live_capture_options(args))
     except (CaptureError, ValueError) as error:
         return _fail(str(error))
     with ExitStack() as stack:

@@ -133,13 +133,15 @@ def live_workers(args: argparse.Namespace,
     """``certwatch sensor --interface IF --workers N``; ``run_one(args, capture)`` is the
     single sensor (``cmd_sensor``) run by each worker. Raises what opening the sockets,
     dropping privileges or refusing root raise (CaptureError, PrivilegeError)."""
+    from certwatch.cli_services import live_capture_options
     from sensor.privileges import drop_privileges, refuse_root
 
     group = os.getpid() & 0xFFFF  # one fanout group per sensor instance on this host
     captures: list[LiveCapture] = []
     try:
         for _ in range(args.workers):
-            captures.append(open_live(args.interface, bpf=args.bpf, fanout_group=group))
+            captures.append(open_live(args.interface, **live_capture_options(args),
+                                      fanout_group=group))
         if args.user:
             drop_privileges(args.user)
         refuse_root(args.allow_root)

@@ -238,10 +238,11 @@ def test_alerts_file_is_written_as_they_happen_and_sigint_ends_it(
             for h in handshakes] == [(port, CERT_NAME)]
 
 
+@pytest.mark.parametrize("socket_flags", [(), ("--buffer-mb", "4", "--no-promiscuous")])
 def test_duration_ends_a_quiet_watch_with_a_summary(
-        start_watch: Callable[..., Watch]) -> None:
+        start_watch: Callable[..., Watch], socket_flags: tuple[str, ...]) -> None:
     watch = start_watch("--bpf", f"tcp port {free_port()}", "--allow-root", "--no-alerts",
-                        "--duration", "1")
+                        "--duration", "1", *socket_flags)
     assert watch.process.wait(30) == 0, watch.err()
     err = watch.err()
     assert "certwatch watch lo: 1 capture(s), 0 packets" in err
@@ -255,6 +256,12 @@ def test_root_without_user_or_allow_root_is_refused(start_watch: Callable[..., W
     watch = start_watch("--bpf", "tcp port 9")
     assert watch.process.wait(30) == 2
     assert "refusing to run as root" in watch.err()
+
+
+def test_a_bad_socket_buffer_is_named(start_watch: Callable[..., Watch]) -> None:
+    watch = start_watch("--bpf", "tcp port 9", "--allow-root", "--buffer-mb", "0")
+    assert watch.process.wait(30) == 2
+    assert "--buffer-mb: 0 MB: give 1 to 4096" in watch.err()
 
 
 def test_a_bad_filter_is_named(start_watch: Callable[..., Watch]) -> None:

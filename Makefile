@@ -45,7 +45,7 @@ bench: setup
 # Every fuzz target for FUZZ_SECONDS each (atheris when installed, else the mutation loop);
 # crashers land in tests/data/fuzz/<target>/ and tests/fuzz replays them.
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS ?= tls_records x509 reassembly capture sensor
+FUZZ_TARGETS ?= tls_records x509 reassembly capture sensor udp
 fuzz: setup
 	@for t in $(FUZZ_TARGETS); do \
 	  $(BIN)/python -m fuzz.run $$t --seconds $(FUZZ_SECONDS) || status=1; \

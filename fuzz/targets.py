@@ -25,7 +25,9 @@ from pathlib import Path
 
 from sensor.capture import open_capture
 from sensor.decode import SUPPORTED_LINKTYPES, decode_frame
+from sensor.dtls import DtlsSession
 from sensor.errors import CaptureError, ParseError
+from sensor.quic import QuicSession
 from sensor.reassembly import StreamReassembler
 from sensor.sensor import Sensor
 from sensor.tls.handshake import (
@@ -42,6 +44,7 @@ from sensor.tls.messages import (
     HandshakeMessage,
 )
 from sensor.tls.records import TlsRecordParser, looks_like_tls_start
+from sensor.udp import decode_udp
 from sensor.x509 import CertificateInfo, describe_certificate
 
 __all__ = ["TARGETS", "Target", "encode_frames", "encode_segments"]
@@ -172,8 +175,46 @@ def sensor_frames(data: bytes) -> None:
         sensor.finish()
 
 
+def udp_handshakes(data: bytes) -> None:
+    """The QUIC (Initial decryption, CRYPTO reassembly) or DTLS (records, fragment
+    reassembly) session over datagrams cut from the bytes (see :func:`encode_datagrams`):
+    only ParseError may come out of ``feed``, and the session's record stays readable."""
+    if not data:
+        return
+    session = QuicSession() if data[0] & 1 else DtlsSession()
+    now = 1_700_000_000.0
+    for count, (from_client, datagram) in enumerate(_decode_datagrams(data[1:])):
+        if count >= MAX_FRAMES:
+            break
+        now += 0.001
+        with contextlib.suppress(ParseError):
+            session.feed(from_client, datagram, now)
+    record = session.record if isinstance(session, QuicSession) else session.session.record
+    assert record.client_hello is None or record.client_hello.cipher_suites is not None
+
+
 # --------------------------------------------------------------------------------------
 # Input encodings shared by targets and seed builders
+
+
+def encode_datagrams(quic: bool, datagrams: list[tuple[bool, bytes]]) -> bytes:
+    """Datagrams as the udp target reads them: a protocol byte (odd: QUIC), then per
+    datagram a direction byte (odd: from the client), a 2-byte length and the datagram."""
+    out = bytearray((1 if quic else 0,))
+    for from_client, datagram in datagrams:
+        datagram = datagram[:0xFFFF]
+        out += bytes((1 if from_client else 0,)) + len(datagram).to_bytes(2, "big") + datagram
+    return bytes(out)
+
+
+def _decode_datagrams(data: bytes) -> Iterator[tuple[bool, bytes]]:
+    pos = 0
+    while pos + 3 <= len(data):
+        from_client = bool(data[pos] & 1)
+        length = int.from_bytes(data[pos + 1 : pos + 3], "big")
+        pos += 3
+        yield from_client, data[pos : pos + length]
+        pos += length
 
 _LINKTYPES = (*sorted(SUPPORTED_LINKTYPES), 147)  # 147: a user link type nobody decodes
 
@@ -356,6 +397,31 @@ def _sensor_seeds() -> list[bytes]:
     return seeds
 
 
+def _udp_seeds() -> list[bytes]:
+    seeds = []
+    for directory, quic in (("quic", True), ("dtls", False)):
+        for path in sorted((DATA_DIR / directory).glob("*.pcap*")):
+            datagrams: list[tuple[bool, bytes]] = []
+            client: tuple[bytes, int] | None = None
+            try:
+                with open_capture(path) as reader:
+                    for _ts, linktype, frame in reader:
+                        with contextlib.suppress(ParseError):
+                            datagram = decode_udp(linktype, bytes(frame))
+                            if datagram is None or not datagram.payload:
+                                continue
+                            if client is None:
+                                client = (datagram.src_addr, datagram.src_port)
+                            datagrams.append(
+                                ((datagram.src_addr, datagram.src_port) == client,
+                                 datagram.payload))
+            except CaptureError:
+                continue
+            if datagrams:
+                seeds.append(encode_datagrams(quic, datagrams[:64]))
+    return seeds
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """A fuzz target: the function under test and where its seeds come from."""
@@ -373,5 +439,6 @@ TARGETS: dict[str, Target] = {
         Target("reassembly", reassembly, _reassembly_seeds),
         Target("capture", capture_file, _capture_seeds),
         Target("sensor", sensor_frames, _sensor_seeds),
+        Target("udp", udp_handshakes, _udp_seeds),
     )
 }

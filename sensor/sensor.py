@@ -339,6 +339,10 @@ class Sensor:
         for flow in self.flows.idle_since(now, self._timeouts):
             self._forget(flow, "idle_timeout")
             self.flows.expired += 1
+        if len(self.udp):
+            # UDP flows age with capture time too, not only when the next datagram comes:
+            # on a link carrying only TCP, an unfinished QUIC handshake is still reported.
+            self.udp.sweep(now)
 
     def _close_flags(self, flow: Flow, direction: int, flags: int, timestamp: float) -> None:
         if flags & RST:

@@ -411,3 +411,21 @@ def test_other_udp_leaves_no_state() -> None:
         sensor.process(float(i), RAW_IP, udp_frame(dns, sport=1000 + i))
     assert len(sensor.udp) == 0 and not handshakes(sensor.finish())
 
+
+
+def test_an_unfinished_quic_handshake_expires_while_only_tcp_flows_by() -> None:
+    """Capture time moved by TCP traffic alone ages UDP flows: the QUIC handshake whose
+    server never answered is reported without waiting for another datagram or the end."""
+    from sensor.decode import TcpSegment
+    from tests.support import RAW_IP, raw_frame
+
+    (first, *_) = read_frames(DATA / "quic" / "quic-29.pcap.gz")
+    sensor = Sensor()
+    sensor.process(*first)
+    syn = TcpSegment(bytes([127, 0, 0, 1]), bytes([127, 0, 0, 2]), 40000, 443, 1, 0, 0x02,
+                     b"", ())
+    later = (first[0] + 3600.0, RAW_IP, raw_frame(syn, 1, b""))
+    sensor.process(*later)
+    (event,) = handshakes(sensor.drain())
+    assert event.network.transport == "udp" and not event.tls.established
+    assert event.certwatch.tls.ended_by == "idle_timeout"

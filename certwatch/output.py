@@ -1,8 +1,9 @@
 """Where replayed events go when no broker is involved: JSON lines on a file or stdout.
 
 Speed: a handshake event repeats most of its bytes from earlier events: the sensor's event
-builder shares one ``TlsServer`` (with the chain's base64 DER), one ``ChainCertificate`` per
-certificate and one hello summary per client software between events (``sensor.build``).
+builder shares one ``tls`` block per client software, server name, chain and outcome, one
+``TlsServer`` (with the chain's base64 DER), one ``ChainCertificate`` per certificate and one
+hello summary per client software between events (``sensor.build``).
 Serialising those again for every event was a third of the sensor's cost per handshake, so
 the writer keeps their JSON text, by object identity, in a bounded table, and composes the
 event around it. The text is exactly what ``model_dump_json(by_alias=True,
@@ -30,12 +31,12 @@ from schemas.x509 import X509, CertificateExtra, ChainCertificate, Hashes
 
 #: Models the event builder shares between events: their JSON text is kept.
 _SHARED: frozenset[type[BaseModel]] = frozenset({
-    TlsServer, ChainCertificate, ClientHelloSummary, ServerHelloSummary, Observer, Hashes, X509,
-    CertificateExtra,
+    Tls, TlsServer, ChainCertificate, ClientHelloSummary, ServerHelloSummary, Observer, Hashes,
+    X509, CertificateExtra,
 })
 #: Models composed field by field, so that the shared models inside them are reused.
 _COMPOSED: frozenset[type[BaseModel]] = frozenset({
-    HandshakeEvent, HandshakeExtension, Tls, TlsDetail, CertificateEvent, CertificateExtension,
+    HandshakeEvent, HandshakeExtension, TlsDetail, CertificateEvent, CertificateExtension,
 })
 #: Entries of the fragment table; a full table is emptied (it only saves work).
 FRAGMENT_ENTRIES = 4096
@@ -51,7 +52,6 @@ def _dump(model: BaseModel) -> str:
 _COMPOSED_FIELDS: dict[type[BaseModel], frozenset[str]] = {
     HandshakeEvent: frozenset({"tls", "certwatch"}),
     HandshakeExtension: frozenset({"tls"}),
-    Tls: frozenset({"server"}),
     TlsDetail: frozenset({"client_hello", "server_hello", "server_chain", "client_chain"}),
     CertificateEvent: frozenset({"hash", "x509", "certwatch"}),
     CertificateExtension: frozenset({"certificate"}),
@@ -83,6 +83,17 @@ def _plan(cls: type[BaseModel]) -> tuple[_Step, ...]:
 
 _PLANS = {cls: _plan(cls) for cls in _COMPOSED}
 
+#: A handshake event is written with one serializer call for everything but its shared
+#: parts (``tls`` and the first four members of ``certwatch.tls``, all shared models), whose
+#: text is then put in place (see ``JsonLinesWriter._handshake``). Where: the key that opens
+#: ``certwatch`` and, after it, the one that opens ``certwatch.tls``. A ``"`` inside a JSON
+#: string is always escaped (``\"``), so ``,"certwatch":{`` can only be the member itself,
+#: and between it and ``"tls":{`` there is only ``schema_version`` (an integer).
+_HANDSHAKE_SHARED_DETAIL = ("client_hello", "server_hello", "server_chain", "client_chain")
+_HANDSHAKE_EXCLUDE: dict[str, Any] = {
+    "tls": True, "certwatch": {"tls": dict.fromkeys(_HANDSHAKE_SHARED_DETAIL, True)}}
+_CERTWATCH_OPENS, _DETAIL_OPENS = ',"certwatch":{', '"tls":{'
+
 
 class JsonLinesWriter:
     """Writes each event or alert as one ECS JSON document per line (``-`` is stdout)."""
@@ -112,6 +123,11 @@ class JsonLinesWriter:
                 self._fragments.clear()
             self._fragments[id(model)] = (model, text)
             return text
+        if cls is HandshakeEvent:
+            return self._handshake(model)  # type: ignore[arg-type]
+        return self._composed(model, cls)
+
+    def _composed(self, model: BaseModel, cls: type[BaseModel]) -> str:
         plan = _PLANS.get(cls)
         if plan is None:
             return _dump(model)
@@ -128,6 +144,31 @@ class JsonLinesWriter:
             if value is not None:
                 parts.append(arg + self._value(value))
         return "{" + ",".join(parts) + "}"
+
+    def _handshake(self, event: HandshakeEvent) -> str:
+        """A handshake event: its own members in one serializer call, the shared parts
+        (``tls``; ``certwatch.tls``'s hello summaries and chains, which come first in
+        ``TlsDetail``) from the fragment table, put in place. The result is the text of
+        ``_composed`` (tests compare it with ``model_dump_json``)."""
+        text = HandshakeEvent.__pydantic_serializer__.to_json(
+            event, exclude=_HANDSHAKE_EXCLUDE, by_alias=True, exclude_none=True).decode()
+        at = text.find(_CERTWATCH_OPENS)
+        opens = text.find(_DETAIL_OPENS, at) + len(_DETAIL_OPENS)
+        if at < 0 or opens < len(_DETAIL_OPENS):  # not the layout expected: the slow way
+            return self._composed(event, HandshakeEvent)
+        detail = event.certwatch.tls
+        parts = []
+        if detail.client_hello is not None:
+            parts.append('"client_hello":' + self.to_json(detail.client_hello))
+        if detail.server_hello is not None:
+            parts.append('"server_hello":' + self.to_json(detail.server_hello))
+        parts.append('"server_chain":[' + ",".join(
+            [self.to_json(entry) for entry in detail.server_chain]) + "]")
+        parts.append('"client_chain":[' + ",".join(
+            [self.to_json(entry) for entry in detail.client_chain]) + "]")
+        rest = text[opens:]
+        return "".join((text[:at], ',"tls":', self.to_json(event.tls), text[at:opens],
+                        ",".join(parts), "" if rest[0] == "}" else ",", rest))
 
     def _value(self, value: Any) -> str:
         if isinstance(value, BaseModel):

@@ -50,7 +50,13 @@ class Hashes(Model):
 
 
 class CertificateExtra(Model):
-    """What certwatch knows of a certificate beyond ECS (``certwatch.*`` placement)."""
+    """What certwatch knows of a certificate beyond ECS (``certwatch.*`` placement).
+
+    ``parse_error`` says why the certificate could not be read at all; ``parse_errors``
+    names each single field that could not be read while the rest was (``"subject:
+    ValueError: ..."``), so an empty ECS field can be told from an absent one. It is left
+    out (``None``) when every field was read.
+    """
 
     sha256: str
     spki_sha256: str | None = None
@@ -63,6 +69,7 @@ class CertificateExtra(Model):
     san_email: list[str] = Field(default_factory=list)
     san_uri: list[str] = Field(default_factory=list)
     parse_error: str | None = None
+    parse_errors: list[str] | None = None
     ja4x: str | None = None
 
 

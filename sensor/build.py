@@ -65,6 +65,10 @@ KEY_SHARE = 0x0033
 #: emptied and refilled, and the reset counted in ``EventBuilder.memo_resets``: the memos only
 #: save work, so dropping them never changes an event.
 MEMO_ENTRIES = 4096
+#: The chain memo (``EventBuilder._chain``) holds the chains' DER: at most this many chains
+#: and this many bytes of DER (as ``sensor.session``'s chain cache).
+CHAIN_MEMO_ENTRIES = 1024
+CHAIN_MEMO_BYTES = 8 * 1024 * 1024
 
 
 def utc(timestamp: float) -> datetime:
@@ -153,6 +157,12 @@ class EventBuilder:
         self._server_hellos: dict[tuple[Hashable, ...], ServerHelloSummary] = {}
         self._ja3s: dict[tuple[Hashable, ...], str] = {}
         self._servers: dict[tuple[Hashable, ...], TlsServer] = {}
+        self._chains: dict[int, tuple[tuple[bytes, ...], list[CertificateInfo],
+                                      list[_CertificateModels]]] = {}
+        self._chain_bytes = 0
+        self._version_lists: dict[frozenset[int], list[str]] = {}
+        self._tls_blocks: dict[tuple[Hashable, ...],
+                               tuple[_HelloModels | None, TlsServer, Tls]] = {}
         self._networks: dict[tuple[Hashable, ...], Network] = {}
         self._key_exchanges: dict[tuple[int | None, str | None], KeyExchange] = {}
         self._server_endpoints: dict[tuple[str, int], Endpoint] = {}
@@ -173,18 +183,13 @@ class EventBuilder:
         client_ip, server_ip = format_addr(client_addr), format_addr(server_addr)
         start = record.client_hello_time or record.server_hello_time or flow.session_start
         end = record.last_handshake_time or start
-        server_chain = [self.certificates.describe(der) for der in record.server_certificates]
-        client_chain = [self.certificates.describe(der) for der in record.client_certificates]
-        server_models = [self._certificate_models(der, info)
-                         for der, info in zip(record.server_certificates, server_chain,
-                                              strict=True)]
-        client_models = [self._certificate_models(der, info)
-                         for der, info in zip(record.client_certificates, client_chain,
-                                              strict=True)]
+        server_chain, server_models = self._chain(record.server_certificates)
+        client_chain, client_models = self._chain(record.client_certificates)
         ch, sh = record.client_hello, _deciding_server_hello(record)
         sni = ch.server_name if ch else None
         hello = self._hello_models(ch, ja4_transport) if ch else None
-        tls = self._tls(record, hello, server_chain, server_models, client_models)
+        curve = self._curve(record)
+        tls = self._tls(record, hello, curve, server_chain, server_models, client_models)
         detail = make(TlsDetail,
             client_hello=hello.summary if hello else None,
             server_hello=self._server_hello(sh, record.first_server_hello or sh, ch)
@@ -193,7 +198,7 @@ class EventBuilder:
             client_chain=[models.chain_entry for models in client_models],
             certificate_encrypted=record.server_hello is not None and registry.version_ecs(
                 record.server_hello.selected_version) == ("tls", "1.3"),
-            key_exchange=self._key_exchange(record),
+            key_exchange=self._key_exchange(record, curve),
             alerts=[self._alert(side, alert) for side, alert in record.alerts],
             timing=make(HandshakeTiming,
                 client_hello_to_server_hello=nanoseconds(
@@ -201,12 +206,13 @@ class EventBuilder:
                 server_hello_to_handshake_end=nanoseconds(
                     record.server_hello_time, record.last_handshake_time),
             ),
-            record_versions=sorted(registry.version_name(v) for v in record.record_versions),
+            record_versions=self._record_versions(record.record_versions),
             ended_by=record.ended_by or "capture_end",
             parse_error=record.parse_error,
         )
+        started = utc(start)
         event = make(HandshakeEvent,
-            timestamp=utc(start),
+            timestamp=started,
             event=make(EventFields,
                 id=event_id(self.observer.name, client_ip, client_port, server_ip, server_port,
                             repr(start)),
@@ -215,7 +221,7 @@ class EventBuilder:
                 type=["connection", "protocol"],
                 dataset="certwatch.tls.handshake",
                 outcome="success" if record.established else "failure",
-                start=utc(start),
+                start=started,
                 end=utc(end),
                 duration=nanoseconds(start, end),
             ),
@@ -230,18 +236,72 @@ class EventBuilder:
         )
         certs = self._certificate_events(
             start, server_ip, server_port, sni,
-            [(Side.SERVER, list(zip(server_chain, server_models, strict=True))),
-             (Side.CLIENT, list(zip(client_chain, client_models, strict=True)))],
-        )
+            ((Side.SERVER, server_chain, server_models),
+             (Side.CLIENT, client_chain, client_models)),
+        ) if server_chain or client_chain else []
         label = registry.version_name(sh.selected_version) if sh else "no ServerHello"
         return HandshakeEvents(event, certs, label)
+
+    def _chain(self, ders: tuple[bytes, ...]
+               ) -> tuple[list[CertificateInfo], list[_CertificateModels]]:
+        """Each certificate's description and models, leaf first (the lists are shared
+        between events: read them only). Memoised by the identity of ``ders``: the session
+        layer hands every session that received the same Certificate message the same
+        tuple (``sensor.session``), so a repeated chain costs one lookup."""
+        if not ders:
+            return [], []
+        known = self._chains.get(id(ders))
+        if known is not None and known[0] is ders:
+            return known[1], known[2]
+        infos = [self.certificates.describe(der) for der in ders]
+        models = [self._certificate_models(der, info)
+                  for der, info in zip(ders, infos, strict=True)]
+        # The memo keeps the DER alive (so its id is not reused): bounded in bytes too.
+        size = sum(map(len, ders))
+        if size <= CHAIN_MEMO_BYTES:
+            if (len(self._chains) >= CHAIN_MEMO_ENTRIES
+                    or self._chain_bytes + size > CHAIN_MEMO_BYTES):
+                self._chains.clear()
+                self._chain_bytes = 0
+                self.memo_resets += 1
+            self._chains[id(ders)] = (ders, infos, models)
+            self._chain_bytes += size
+        return infos, models
 
     def _tls(
         self,
         record: SessionRecord,
         hello: _HelloModels | None,
+        curve: str | None,
         server_chain: list[CertificateInfo],
         server_models: list[_CertificateModels],
+        client_models: list[_CertificateModels],
+    ) -> Tls:
+        """``tls``: a function of the hello summary, the SNI, the client's chain, the
+        ServerHello's version, suite and ALPN, the curve, the outcome and ``tls.server``;
+        memoised (~88% hits on the benchmark capture; the writer then reuses its JSON).
+        Shared models are part of the key by identity, checked on a hit."""
+        ch, sh = record.client_hello, _deciding_server_hello(record)
+        server = self._tls_server(record.first_server_hello or sh, server_chain, server_models)
+        key = (
+            id(hello), ch.server_name if ch else None, id(server),
+            (sh.selected_version, sh.cipher_suite, sh.alpn) if sh else None,
+            curve, record.established, record.resumed,
+            *[models.hashes.sha256 for models in client_models],
+        )
+        known = self._tls_blocks.get(key)
+        if known is not None and known[0] is hello and known[1] is server:
+            return known[2]
+        tls = self._new_tls(record, hello, curve, server, client_models)
+        self._remember(self._tls_blocks, key, (hello, server, tls))
+        return tls
+
+    def _new_tls(
+        self,
+        record: SessionRecord,
+        hello: _HelloModels | None,
+        curve: str | None,
+        server: TlsServer,
         client_models: list[_CertificateModels],
     ) -> Tls:
         ch, sh = record.client_hello, _deciding_server_hello(record)
@@ -254,8 +314,6 @@ class EventBuilder:
             x509=client_leaf.x509 if client_leaf else None,
             certificate_chain=self._chain_der(client_models),
         )
-        first_sh = record.first_server_hello or sh
-        server = self._tls_server(first_sh, server_chain, server_models)
         if sh is None:
             return make(Tls, established=record.established, client=client, server=server)
         protocol, version = registry.version_ecs(sh.selected_version)
@@ -265,7 +323,7 @@ class EventBuilder:
             # protocol family rather than a guessed one.
             version_protocol=protocol if protocol in ("tls", "ssl", "dtls") else None,
             cipher=registry.cipher_suite_name(sh.cipher_suite),
-            curve=self._curve(record),
+            curve=curve,
             established=record.established,
             resumed=record.resumed,
             next_protocol=sh.alpn.decode("utf-8", "backslashreplace") if sh.alpn else None,
@@ -313,6 +371,15 @@ class EventBuilder:
             return []
         return [models.der_base64 for models in chain]
 
+    def _record_versions(self, versions: frozenset[int]) -> list[str]:
+        """``record_versions``: the sorted names, memoised by the set (a handful of sets
+        occur; the list is shared between events, read it only)."""
+        names = self._version_lists.get(versions)
+        if names is None:
+            names = sorted(registry.version_name(v) for v in versions)
+            self._remember(self._version_lists, versions, names)
+        return names
+
     def _curve(self, record: SessionRecord) -> str | None:
         ske = record.server_key_exchange
         if ske is not None and ske.named_group is not None:
@@ -323,9 +390,9 @@ class EventBuilder:
                 return registry.group_name(int.from_bytes(ext.data[:2], "big"))
         return None
 
-    def _key_exchange(self, record: SessionRecord) -> KeyExchange | None:
+    def _key_exchange(self, record: SessionRecord, curve: str | None) -> KeyExchange | None:
+        """``key_exchange``, given ``curve`` (``_curve(record)``)."""
         ske = record.server_key_exchange
-        curve = self._curve(record)
         if ske is None and curve is None:
             return None
         key = (ske.dh_prime_bits if ske else None, curve)
@@ -377,7 +444,8 @@ class EventBuilder:
         one the server sent (the HelloRetryRequest, if any; see ``SessionRecord``).
         Memoised by what it is a function of."""
         echoed = bool(ch and ch.session_id and ch.session_id == sh.session_id)
-        key = (_server_hello_key(sh), _server_hello_key(first), echoed)
+        sh_key = _server_hello_key(sh)
+        key = (sh_key, sh_key if first is sh else _server_hello_key(first), echoed)
         summary = self._server_hellos.get(key)
         if summary is None:
             summary = self._new_server_hello(sh, first, echoed)
@@ -499,6 +567,9 @@ class EventBuilder:
             san_email=list(info.san_email),
             san_uri=list(info.san_uri),
             parse_error=info.parse_error,
+            # One "field: reason" per field cryptography could not read (issue 7); None,
+            # not [], when there is none, so the event says nothing then.
+            parse_errors=[f"{name}: {reason}" for name, reason in info.field_errors] or None,
             ja4x=ja4x,
         )
 
@@ -508,11 +579,11 @@ class EventBuilder:
         server_ip: str,
         server_port: int,
         server_name: str | None,
-        chains: list[tuple[Side, list[tuple[CertificateInfo, _CertificateModels]]]],
+        chains: tuple[tuple[Side, list[CertificateInfo], list[_CertificateModels]], ...],
     ) -> list[CertificateEvent]:
         events = []
-        for side, chain in chains:
-            for position, (info, models) in enumerate(chain):
+        for side, infos, chain_models in chains:
+            for position, (info, models) in enumerate(zip(infos, chain_models, strict=True)):
                 if not self._first_sighting(info.sha256, timestamp):
                     continue
                 events.append(make(CertificateEvent,

@@ -7,7 +7,9 @@ has not already guaranteed: every value comes from the sensor's own parsed recor
 field's exact type (ints from ``struct``, names from the registry, ``datetime`` from
 ``sensor.build.utc``). ``BaseModel.model_construct`` skips validation but is slower than
 validating these small models (it walks every field in Python), so :func:`make` fills the
-instance's ``__dict__`` from a precomputed table of defaults instead.
+instance's ``__dict__`` from a precomputed table of defaults instead. A default made by a
+factory is made afresh per instance, as validation does, except an immutable one (a frozen
+model of plain immutable defaults, such as ``Ecs``), which is made once and shared.
 
 The result is the same object validation gives: equal (``==``), same ``model_fields_set``,
 same JSON. ``tests/sensor/test_fastmodel.py`` builds the events of every test capture both
@@ -33,6 +35,24 @@ _Template = tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]
 _TEMPLATES: dict[type[BaseModel], _Template] = {}
 
 
+_IMMUTABLE = (str, int, float, bool, type(None), tuple, frozenset)
+
+
+def _constant(factory: Callable[[], Any]) -> BaseModel | None:
+    """One instance of ``factory`` that every model may share, or None: a frozen model
+    class whose fields all have immutable plain defaults (``Ecs``, ``FlowCounters``) makes
+    the same immutable value every time, so it is made once instead of once per event."""
+    if not (isinstance(factory, type) and issubclass(factory, BaseModel)
+            and factory.model_config.get("frozen")):
+        return None
+    for info in factory.model_fields.values():
+        if info.is_required() or info.default_factory is not None:
+            return None
+        if not isinstance(info.default, _IMMUTABLE):
+            return None
+    return factory()
+
+
 def _template(cls: type[BaseModel]) -> _Template:
     # Declaration order, as validation fills ``__dict__`` (repr and iteration follow it).
     fields: dict[str, Any] = {}
@@ -40,6 +60,10 @@ def _template(cls: type[BaseModel]) -> _Template:
     for name, info in cls.model_fields.items():
         fields[name] = None if info.is_required() or info.default_factory else info.default
         if info.default_factory is not None:
+            shared = _constant(info.default_factory)  # type: ignore[arg-type]
+            if shared is not None:
+                fields[name] = shared
+                continue
             # A fresh (mutable) default per instance, as validation makes.
             factories.append((name, info.default_factory))  # type: ignore[arg-type]
     entry = (fields, tuple(factories))

@@ -157,7 +157,9 @@ class TlsSession:
         re-raised for the caller to count; nothing else escapes."""
         if self.done or not data:
             return
-        parser = self._parser(side)
+        parser = self._client if side is _CLIENT else self._server
+        if parser is None:
+            parser = self._parser(side)
         try:
             items, record_error = parser.feed_until_error(data)
             for item in items:
@@ -250,17 +252,18 @@ class TlsSession:
 
     def _on_handshake(self, side: Side, msg: m.HandshakeMessage, timestamp: float) -> None:
         self.record.last_handshake_time = timestamp
-        if msg.msg_type == m.CLIENT_HELLO and side is Side.CLIENT:
+        msg_type = msg.msg_type
+        if msg_type == m.CLIENT_HELLO and side is _CLIENT:
             self._on_client_hello(parse_client_hello(msg.body), timestamp)
-        elif msg.msg_type == m.SERVER_HELLO and side is Side.SERVER:
+        elif msg_type == m.SERVER_HELLO and side is _SERVER:
             self._on_server_hello(parse_server_hello(msg.body), timestamp)
-        elif msg.msg_type == SSLV2_SERVER_HELLO and side is Side.SERVER:
+        elif msg_type == SSLV2_SERVER_HELLO and side is _SERVER:
             hello, certificates = parse_sslv2_server_hello(msg.body)
             self._on_server_hello(hello, timestamp)
             self.record.server_certificates = certificates.certificates
-        elif msg.msg_type == m.CERTIFICATE:
+        elif msg_type == m.CERTIFICATE:
             self._on_certificate(side, msg.body)
-        elif msg.msg_type == m.SERVER_KEY_EXCHANGE and side is Side.SERVER:
+        elif msg_type == m.SERVER_KEY_EXCHANGE and side is _SERVER:
             sh = self.record.server_hello
             if sh is not None:
                 kex = cipher_suite(sh.cipher_suite).kx

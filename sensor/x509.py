@@ -528,6 +528,10 @@ def _dotted(oid: bytes) -> str:
     return ".".join(str(a) for a in (first, arcs[0] - 40 * first, *arcs[1:]))
 
 
+#: Entries of each cache's identity memo of DER digests (``CertificateCache._digests``).
+DIGEST_MEMO_ENTRIES = 2048
+
+
 class CertificateCache:
     """Bounded LRU of descriptions keyed by the SHA-256 of the DER.
 
@@ -543,13 +547,29 @@ class CertificateCache:
         self.misses = 0
         self.evictions = 0
         self._entries: OrderedDict[bytes, CertificateInfo] = OrderedDict()
+        # id(der) -> (der, its SHA-256): the session layer hands every handshake carrying a
+        # chain it saw before the same DER ``bytes`` objects (``sensor.session``), so the
+        # digest of a repeated certificate is found by identity instead of hashing it again
+        # (~3 us a certificate). The DER is kept so its id cannot be reused while remembered.
+        # Bounded; a full table is emptied (it only saves work).
+        self._digests: dict[int, tuple[bytes, bytes]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def _digest(self, der: bytes) -> bytes:
+        known = self._digests.get(id(der))
+        if known is not None and known[0] is der:
+            return known[1]
+        digest = hashlib.sha256(der).digest()
+        if len(self._digests) >= DIGEST_MEMO_ENTRIES:
+            self._digests.clear()
+        self._digests[id(der)] = (der, digest)
+        return digest
+
     def describe(self, der: bytes) -> CertificateInfo:
         """Like :func:`describe_certificate`, from the cache when this DER was seen."""
-        digest = hashlib.sha256(der).digest()
+        digest = self._digest(der)
         info = self._entries.get(digest)
         if info is not None:
             self.hits += 1

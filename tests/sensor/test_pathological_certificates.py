@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -215,6 +216,32 @@ def test_invalid_utf8_name_leaves_the_rest_readable(events: list[SensorEvent]) -
         assert leaf.x509.not_after is not None
     else:
         assert leaf.certwatch.parse_error
+
+
+def test_invalid_utf8_name_is_reported_as_a_field_error_in_the_events(
+        events: list[SensorEvent]) -> None:
+    """Issue 7: the event says why the subject is empty, naming the field."""
+    event = handshake_for(events, "invalid-utf8")
+    leaf = event.certwatch.tls.server_chain[0]
+    assert leaf.x509 is not None and leaf.x509.subject is not None
+    assert leaf.x509.subject.common_name == []  # unreadable, so empty...
+    errors = leaf.certwatch.parse_errors or []
+    # ... and the reason is there, one entry per field, the field named first.
+    assert [e.split(":", 1)[0] for e in errors if e.startswith("subject:")] == ["subject"]
+    assert all(": " in e for e in errors)
+    assert leaf.certwatch.parse_error is None  # the rest of the certificate was read
+    (announced,) = certificate_events(events, cases()["invalid-utf8"][0])
+    assert announced.certwatch.certificate.parse_errors == errors
+    # Same in the JSON a SIEM or a processor receives.
+    document = json.loads(event.model_dump_json(by_alias=True, exclude_none=True))
+    assert document["certwatch"]["tls"]["server_chain"][0]["certwatch"]["parse_errors"] == errors
+
+
+def test_readable_certificates_carry_no_parse_errors_member(events: list[SensorEvent]) -> None:
+    event = handshake_for(events, "critical-unknown")
+    assert event.certwatch.tls.server_chain[0].certwatch.parse_errors is None
+    document = json.loads(event.model_dump_json(by_alias=True, exclude_none=True))
+    assert "parse_errors" not in document["certwatch"]["tls"]["server_chain"][0]["certwatch"]
 
 
 def test_unknown_critical_extension_does_not_hide_the_certificate(

@@ -139,6 +139,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         **({"name": args.sensor_name} if args.sensor_name else {}),
         max_flows=args.max_flows,
         max_buffered_bytes=args.max_buffered_bytes,
+        stats_interval=args.stats_interval,
         foxio_fingerprints=args.foxio,
         include_chain_der=not args.no_chain_der,
     )

@@ -141,11 +141,31 @@ def add_service_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def add_max_buffered_flag(parser: argparse.ArgumentParser) -> None:
-    """``--max-buffered-bytes``: :attr:`sensor.config.SensorConfig.max_buffered_bytes`."""
+    """``--max-buffered-bytes``: :attr:`sensor.config.SensorConfig.max_buffered_bytes` (and
+    ``--stats-interval``)."""
     parser.add_argument(
         "--max-buffered-bytes", type=int, default=DEFAULT_MAX_BUFFERED_BYTES, metavar="BYTES",
         help="handshake bytes buffered across all flows (partial records, out-of-order "
         "segments); beyond it the flow holding the most is dropped (default: %(default)s)")
+    add_stats_interval_flag(parser)
+
+
+def add_stats_interval_flag(parser: argparse.ArgumentParser) -> None:
+    """``--stats-interval``: :attr:`sensor.config.SensorConfig.stats_interval`."""
+    parser.add_argument(
+        "--stats-interval", type=_seconds, default=60.0, metavar="SECONDS",
+        help="length of the per-server traffic statistics intervals (certwatch.traffic.stats, "
+        "input of the byte-rate spike rule); 0 turns them off (default: %(default)s)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value == 0 or 1 <= value <= 86_400):
+        raise argparse.ArgumentTypeError(f"{value:g} s: give 0 (off) or 1 to 86400")
+    return value
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
@@ -191,7 +211,8 @@ def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> 
     config = SensorConfig(**({"name": args.sensor_name} if args.sensor_name else {}),
                           foxio_fingerprints=args.foxio, max_flows=args.max_flows,
                           max_buffered_bytes=getattr(args, "max_buffered_bytes",
-                                                     DEFAULT_MAX_BUFFERED_BYTES))
+                                                     DEFAULT_MAX_BUFFERED_BYTES),
+                          stats_interval=getattr(args, "stats_interval", 60.0))
     sensor = Sensor(config)
     bus = KafkaBus(settings)
 

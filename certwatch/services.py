@@ -13,18 +13,24 @@ from certwatch.bus import DEAD_LETTER_TOPIC, Bus, Message
 from certwatch.codec import HandshakeDecoder, encode
 from processors.engine import Processor
 from schemas.alerts import AlertEvent
-from schemas.topics import ALERT_TOPIC, HANDSHAKE_TOPIC
+from schemas.events import TrafficStatsEvent
+from schemas.topics import ALERT_TOPIC, HANDSHAKE_TOPIC, TRAFFIC_STATS_TOPIC
+
+CONSUMED_TOPICS = (HANDSHAKE_TOPIC, TRAFFIC_STATS_TOPIC)
+"""What the processors read: handshakes, and traffic statistics (byte-rate spikes)."""
 
 log = logging.getLogger("certwatch.processor")
 
 
 class ProcessorService:
-    """Consumes handshake events, publishes the alerts they raise, then commits.
+    """Consumes handshake and traffic-statistics events, publishes the alerts they raise,
+    then commits.
 
     At-least-once: a message is committed only after every alert it caused has been
     handed to the bus, so a crash re-delivers it, and the re-delivered event yields alerts
     with the same ids (processors.suppression). A message that is not a handshake event of a
-    schema version we know goes to the dead-letter topic with the reason, and the stream
+    schema version we know (or, on the statistics topic, not a statistics event)
+    goes to the dead-letter topic with the reason, and the stream
     goes on.
     """
 
@@ -50,13 +56,13 @@ class ProcessorService:
     def subscribe(self) -> AsyncIterator[Message]:
         """The subscription :meth:`run` consumes; take it before anything is published when
         the bus keeps no history (the in-memory bus)."""
-        return self.bus.subscribe([HANDSHAKE_TOPIC], self.group)
+        return self.bus.subscribe(list(CONSUMED_TOPICS), self.group)
 
     async def run(self, messages: AsyncIterator[Message] | None = None) -> None:
         subscribe_batches = getattr(self.bus, "subscribe_batches", None)
         if messages is None and subscribe_batches is not None:
             batches: AsyncIterator[list[Message]] = subscribe_batches(
-                [HANDSHAKE_TOPIC], self.group)
+                list(CONSUMED_TOPICS), self.group)
             async for batch in batches:
                 await self.handle_batch(batch)
             return
@@ -75,11 +81,11 @@ class ProcessorService:
         for message in batch:
             last_of_partition[(message.topic, message.partition)] = message
             try:
-                event = self.decoder.decode(message.value)
+                raised = self._judge(message)
             except ValidationError as error:
                 outgoing.append(self._dead_letter_message(message, error))
                 continue
-            for alert in self.processor.process(event):
+            for alert in raised:
                 alerts.append(alert)
                 outgoing.append((ALERT_TOPIC, alert.event.id, encode(alert), ()))
         self.busy_seconds += time.perf_counter() - started
@@ -102,12 +108,11 @@ class ProcessorService:
     async def handle(self, message: Message) -> None:
         started = time.perf_counter()
         try:
-            event = self.decoder.decode(message.value)
+            alerts = self._judge(message)
         except ValidationError as error:
             self.busy_seconds += time.perf_counter() - started
             await self._dead_letter(message, error)
         else:
-            alerts = self.processor.process(event)
             self.busy_seconds += time.perf_counter() - started
             # All of one event's alerts in flight at once: a publish returns only once the
             # broker acknowledged it (after the producer's linger), so one at a time would
@@ -118,6 +123,14 @@ class ProcessorService:
                 for alert in alerts:
                     await self.on_alert(alert)
         await self.bus.commit(message)
+
+    def _judge(self, message: Message) -> list[AlertEvent]:
+        """Decode ``message`` by its topic and run the processor over it (ValidationError
+        when it is not an event of that topic)."""
+        if message.topic == TRAFFIC_STATS_TOPIC:
+            stats = TrafficStatsEvent.model_validate_json(message.value)
+            return self.processor.process_stats(stats)
+        return self.processor.process(self.decoder.decode(message.value))
 
     async def _dead_letter(self, message: Message, error: ValidationError) -> None:
         topic, key, value, headers = self._dead_letter_message(message, error)

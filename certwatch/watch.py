@@ -65,7 +65,7 @@ DEFAULT_MAX_QUEUED = 100_000
 
 def add_watch_command(commands: argparse._SubParsersAction[Any]) -> None:
     """Register ``certwatch watch`` (cheap: the pipeline is imported only when it runs)."""
-    from certwatch.cli_services import add_live_capture_flags
+    from certwatch.cli_services import add_live_capture_flags, add_stats_interval_flag
     from certwatch.metrics import add_metrics_flags
     from sensor.config import DEFAULT_MAX_FLOWS
 
@@ -79,6 +79,7 @@ def add_watch_command(commands: argparse._SubParsersAction[Any]) -> None:
                     help="interface to capture on (AF_PACKET)")
     wp.add_argument("--bpf", default="tcp", help="capture filter (default: %(default)s)")
     add_live_capture_flags(wp)
+    add_stats_interval_flag(wp)
     wp.add_argument("--policy", type=Path, default=None,
                     help="policy YAML (default: system trust store, every rule on)")
     wp.add_argument("--alerts", default="-", metavar="PATH",
@@ -138,7 +139,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     except PolicyError as error:
         return _fail("; ".join(error.problems))
     config = SensorConfig(**({"name": args.sensor_name} if args.sensor_name else {}),
-                          foxio_fingerprints=args.foxio, max_flows=args.max_flows)
+                          foxio_fingerprints=args.foxio, max_flows=args.max_flows,
+                          stats_interval=args.stats_interval)
     sensor = Sensor(config)
     processor = None if args.no_alerts else Processor(policy, DETECTORS)
     try:
@@ -304,9 +306,9 @@ class AlertPipeline:
         from certwatch.bus.memory import MemoryBus
         from certwatch.publisher import SensorPublisher
         from certwatch.services import ProcessorService
-        from schemas.events import HandshakeEvent
+        from schemas.events import HandshakeEvent, TrafficStatsEvent
 
-        self._handshake = HandshakeEvent
+        self._judged = (HandshakeEvent, TrafficStatsEvent)
         self._sensor, self._events, self._alerts = sensor, events, alerts
         self.bus = MemoryBus()
         self.service: ProcessorService | None = None
@@ -330,10 +332,11 @@ class AlertPipeline:
 
     def offer(self, event: SensorEvent) -> None:
         """Write ``event`` (``--events``) and queue it for the processors when they use it:
-        they read handshake events only, so nothing else is encoded for them."""
+        they read handshake and traffic-statistics events only, so nothing else is encoded
+        for them."""
         if self._events is not None:
             self._events.write(event)
-        if self.publisher is not None and isinstance(event, self._handshake):
+        if self.publisher is not None and isinstance(event, self._judged):
             self.publisher.offer(event)
 
     async def close(self) -> None:

@@ -20,7 +20,13 @@ decided in the parent, in that order, so the result does not depend on N:
   :class:`AnomalyCounter` makes the events (``anomaly_report_interval``);
 * certificate announcements: workers announce every certificate; the parent keeps the
   first sighting per ``certificate_event_ttl`` (:class:`Announcements`, the rule of
-  ``sensor.build``, compared on the event's microsecond timestamp).
+  ``sensor.build``, compared on the event's microsecond timestamp);
+* traffic statistics: every worker cuts its intervals at the same frame (intervals are
+  epoch-aligned and skipped frames still move a worker's capture time), so the parent sums
+  the workers' ``certwatch.traffic.stats`` events of one frame per endpoint
+  (:func:`merge_traffic`) and applies ``max_stats_endpoints`` again: one event per endpoint
+  and interval, as one sensor emits. (Live workers, ``certwatch.workers_live``, publish
+  their own; the processor adds up events of one endpoint and window.)
 
 Counters (the summary, ``/metrics``) are the workers' sums, except certificates (counted
 by the parent's announcements) and anomalies (the parent's counter). The flow-table bound
@@ -61,14 +67,15 @@ from processors.engine import Processor
 from processors.policy import Policy
 from processors.registry import DETECTORS
 from schemas.alerts import AlertEvent
-from schemas.events import CertificateEvent, SensorEvent
-from schemas.topics import key_of, topic_of
+from schemas.events import CertificateEvent, SensorEvent, TrafficStatsEvent
+from schemas.topics import TRAFFIC_STATS_TOPIC, key_of, topic_of
 from sensor.anomalies import Anomaly, AnomalyCounter
 from sensor.capture import open_capture
 from sensor.config import SensorConfig
 from sensor.errors import CaptureError
 from sensor.flowhash import NOT_A_FLOW, flow_owner
 from sensor.sensor import Sensor
+from sensor.traffic import LIMIT_ANOMALY
 
 log = logging.getLogger("certwatch.workers")
 
@@ -281,6 +288,7 @@ class Merger:
         self.certificates = 0
         self.emitted = 0
         self.snapshots: list[Snapshot | None] = [None] * workers
+        self.max_stats_endpoints = config.max_stats_endpoints
 
     async def release(self, workers: list[_Worker]) -> None:
         """Emit, in frame order, every held event that no worker can still precede."""
@@ -295,7 +303,16 @@ class Merger:
                 ready.extend(held[:cut])
                 del held[:cut]
         ready.sort(key=_tag)  # stable: one frame's items stay in worker, then own, order
-        for _, topic, key, text, sha256, timestamp, flow in ready:
+        stats: list[str] = []  # the traffic statistics of frame ``stats_tag``, to merge
+        stats_tag = 0
+        for tag, topic, key, text, sha256, timestamp, flow in ready:
+            if stats and tag != stats_tag:
+                await self._send_stats(stats)
+                stats = []
+            if topic == TRAFFIC_STATS_TOPIC:
+                stats.append(text)
+                stats_tag = tag
+                continue
             if not topic:  # a raw anomaly: kind, detail
                 report = self.anomalies.record(key, text, timestamp, flow)
                 if report is not None:
@@ -306,6 +323,26 @@ class Merger:
                     continue
                 self.certificates += 1
             await self._send(topic, key, text)
+        if stats:
+            await self._send_stats(stats)
+
+    async def _send_stats(self, texts: list[str]) -> None:
+        """One frame's traffic statistics from every worker, summed per endpoint."""
+        if len(texts) == 1:
+            event = TrafficStatsEvent.model_validate_json(texts[0])
+            await self._send(TRAFFIC_STATS_TOPIC, key_of(event), texts[0])
+            return
+        events = [TrafficStatsEvent.model_validate_json(text) for text in texts]
+        merged, over = merge_traffic(events, self.max_stats_endpoints)
+        for event in merged:
+            await self._send(TRAFFIC_STATS_TOPIC, key_of(event), encode(event).decode())
+        if over:
+            report = self.anomalies.record(
+                LIMIT_ANOMALY, f"{over} server endpoints beyond the limit of "
+                f"{self.max_stats_endpoints} across the workers in one interval",
+                merged[-1].timestamp.timestamp())
+            if report is not None:
+                await self._emit_model(report)
 
     async def _send(self, topic: str, key: str, text: str) -> None:
         self.emitted += 1
@@ -337,6 +374,33 @@ class Merger:
         flows.created = sum(s.flows_created for s in snaps)
         flows.evicted = sum(s.flows_evicted for s in snaps)
         flows.expired = sum(s.flows_expired for s in snaps)
+
+
+def merge_traffic(events: Sequence[TrafficStatsEvent],
+                  bound: int) -> tuple[list[TrafficStatsEvent], int]:
+    """Sum the events of one interval per endpoint (their ids, a function of the endpoint
+    and the interval, agree), busiest first as a sensor orders them; at most ``bound`` of
+    them, and the number of endpoints left out."""
+    summed: dict[tuple[str, int], TrafficStatsEvent] = {}
+    for event in events:
+        where = (event.destination.ip, event.destination.port)
+        have = summed.get(where)
+        if have is None:
+            summed[where] = event
+            continue
+        net, traffic = have.network, have.certwatch.traffic
+        more = event.certwatch.traffic
+        summed[where] = have.model_copy(update={
+            "network": net.model_copy(update={"bytes": net.bytes + event.network.bytes,
+                                              "packets": net.packets + event.network.packets}),
+            "certwatch": have.certwatch.model_copy(update={"traffic": traffic.model_copy(
+                update={"connections": traffic.connections + more.connections,
+                        "handshakes": traffic.handshakes + more.handshakes,
+                        "failed_handshakes": traffic.failed_handshakes
+                        + more.failed_handshakes})}),
+        })
+    ordered = sorted(summed.values(), key=lambda e: (-e.network.bytes, -e.network.packets))
+    return ordered[:bound], max(0, len(ordered) - bound)
 
 
 def _tag(item: Item) -> int:

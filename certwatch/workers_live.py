@@ -204,7 +204,8 @@ def pcap_workers(args: argparse.Namespace, settings: KafkaSettings) -> int:
     config = SensorConfig(**({"name": args.sensor_name} if args.sensor_name else {}),
                           foxio_fingerprints=args.foxio, max_flows=args.max_flows,
                           max_buffered_bytes=getattr(args, "max_buffered_bytes",
-                                                     DEFAULT_MAX_BUFFERED_BYTES))
+                                                     DEFAULT_MAX_BUFFERED_BYTES),
+                          stats_interval=getattr(args, "stats_interval", 60.0))
     return asyncio.run(_publish_pcaps(args, config, KafkaBus(settings)))
 
 

@@ -125,6 +125,22 @@ class TrafficSpike(RuleSettings):
     history: int = Field(60, ge=3, description="windows kept in the baseline")
 
 
+class ByteRate(Strict):
+    """``traffic.spike`` on bytes: payload bytes per server endpoint (ip:port) per window, from
+    the sensor's ``certwatch.traffic.stats`` events, against the endpoint's baseline. Uses the
+    rule's window, warmup, threshold, ratio and history; off by default."""
+
+    enabled: bool = Field(False, description="learn and judge byte rates too")
+    min_bytes: int = Field(10_000_000, ge=1, description="a window below this never alerts")
+
+
+class TrafficRateSpike(TrafficSpike):
+    """``traffic.spike``: the connection rate (handshakes per server key) and, when
+    ``bytes.enabled``, the byte rate per server endpoint."""
+
+    bytes: ByteRate = Field(default_factory=ByteRate)
+
+
 class AllowedSources(Strict):
     host: str = Field(description="server name pattern (SNI) or ip[:port] / [v6]:port")
     allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(min_length=1)
@@ -169,7 +185,8 @@ class Rules(Strict):
                                                   alias="tls.deprecated_version")
     weak_cipher: WeakCipher = Field(default_factory=WeakCipher, alias="tls.weak_cipher")
     weak_dh: WeakDh = Field(default_factory=WeakDh, alias="tls.weak_dh")
-    traffic_spike: TrafficSpike = Field(default_factory=TrafficSpike, alias="traffic.spike")
+    traffic_spike: TrafficRateSpike = Field(default_factory=TrafficRateSpike,
+                                            alias="traffic.spike")
     handshake_failure_spike: TrafficSpike = Field(default_factory=TrafficSpike,
                                                   alias="tls.handshake_failure_spike")
     unexpected_source: UnexpectedSource = Field(default_factory=UnexpectedSource,

@@ -71,8 +71,10 @@ class AlertEvent(Model):
     observer: Observer
     rule: Rule
     message: str
-    source: Endpoint
+    source: Endpoint | None = Field(
+        default=None, description="absent on an alert raised by traffic statistics")
     destination: Endpoint
     network: Network
-    tls: Tls
+    tls: Tls | None = Field(
+        default=None, description="absent on an alert raised by traffic statistics")
     certwatch: AlertExtension

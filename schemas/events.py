@@ -97,4 +97,41 @@ class AnomalyEvent(Model):
     certwatch: AnomalyExtension
 
 
-SensorEvent = HandshakeEvent | CertificateEvent | AnomalyEvent
+class TrafficNetwork(Model):
+    """ECS ``network.*`` of a traffic metric: ``bytes`` and ``packets`` are ECS's totals of
+    both directions (here TCP payload bytes, headers excluded, as the flows count them)."""
+
+    transport: Literal["tcp", "udp"] = "tcp"
+    type: Literal["ipv4", "ipv6"]
+    bytes: int = Field(ge=0)
+    packets: int = Field(ge=0)
+
+
+class TrafficCounts(Model):
+    """What ECS has no field for: connections and handshakes of the interval."""
+
+    connections: int = Field(ge=0, description="connections first seen in the interval")
+    handshakes: int = Field(ge=0, description="TLS handshakes reported in the interval")
+    failed_handshakes: int = Field(ge=0, description="of which not established")
+
+
+class TrafficStatsExtension(Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    traffic: TrafficCounts
+
+
+class TrafficStatsEvent(Model):
+    """Counts of one server endpoint over one interval of capture time (``event.start`` to
+    ``event.end``; ``@timestamp`` is the end): topic ``certwatch.traffic.stats``, the input of
+    byte-rate spike detection."""
+
+    timestamp: datetime = Field(alias="@timestamp")
+    ecs: Ecs = Field(default_factory=Ecs)
+    event: EventFields
+    observer: Observer
+    destination: Endpoint
+    network: TrafficNetwork
+    certwatch: TrafficStatsExtension
+
+
+SensorEvent = HandshakeEvent | CertificateEvent | AnomalyEvent | TrafficStatsEvent

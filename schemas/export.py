@@ -8,12 +8,19 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.alerts import AlertEvent
-from schemas.events import AnomalyEvent, CertificateEvent, HandshakeEvent
-from schemas.topics import ALERT_TOPIC, ANOMALY_TOPIC, CERTIFICATE_TOPIC, HANDSHAKE_TOPIC
+from schemas.events import AnomalyEvent, CertificateEvent, HandshakeEvent, TrafficStatsEvent
+from schemas.topics import (
+    ALERT_TOPIC,
+    ANOMALY_TOPIC,
+    CERTIFICATE_TOPIC,
+    HANDSHAKE_TOPIC,
+    TRAFFIC_STATS_TOPIC,
+)
 
 EXPORTED_MODELS: dict[str, type[BaseModel]] = {
     HANDSHAKE_TOPIC: HandshakeEvent,
     CERTIFICATE_TOPIC: CertificateEvent,
+    TRAFFIC_STATS_TOPIC: TrafficStatsEvent,
     ANOMALY_TOPIC: AnomalyEvent,
     ALERT_TOPIC: AlertEvent,
 }

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from schemas.events import AnomalyEvent, CertificateEvent, HandshakeEvent, SensorEvent
+from schemas.events import (
+    AnomalyEvent,
+    CertificateEvent,
+    HandshakeEvent,
+    SensorEvent,
+    TrafficStatsEvent,
+)
 
 HANDSHAKE_TOPIC: Final = "certwatch.tls.handshake"
 CERTIFICATE_TOPIC: Final = "certwatch.tls.certificate"
@@ -30,6 +36,8 @@ def topic_of(event: SensorEvent) -> str:
         return HANDSHAKE_TOPIC
     if isinstance(event, CertificateEvent):
         return CERTIFICATE_TOPIC
+    if isinstance(event, TrafficStatsEvent):
+        return TRAFFIC_STATS_TOPIC
     return ANOMALY_TOPIC
 
 
@@ -40,5 +48,7 @@ def key_of(event: SensorEvent) -> str:
                           event.destination.port)
     if isinstance(event, CertificateEvent):
         return event.hash.sha256
+    if isinstance(event, TrafficStatsEvent):  # the endpoint, never a name (DESIGN.md)
+        return server_key(None, event.destination.ip, event.destination.port)
     assert isinstance(event, AnomalyEvent)
     return event.observer.name

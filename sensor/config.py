@@ -53,3 +53,9 @@ class SensorConfig:
     """Compute JA4S and JA4X, which are under the FoxIO License 1.1 (see README)."""
     include_chain_der: bool = True
     """Carry each certificate's DER (base64) in handshake events so detectors need no join."""
+    stats_interval: float = 60.0
+    """Seconds of capture time per ``certwatch.traffic.stats`` interval (aligned on the Unix
+    epoch, so sensors and workers agree on the boundaries); 0 turns the statistics off."""
+    max_stats_endpoints: int = 10_000
+    """Server endpoints reported per interval; the counts of any more are summed into one
+    ``traffic_endpoints_limit`` anomaly of the interval."""

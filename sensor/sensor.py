@@ -31,6 +31,7 @@ from sensor.errors import DecodeError, ParseError
 from sensor.flows import NO_PREFIX, NO_START, Flow, FlowKey, FlowState, FlowTable
 from sensor.reassembly import StreamReassembler
 from sensor.session import Side, TlsSession
+from sensor.traffic import LIMIT_ANOMALY, TrafficStats, limit_detail, to_events
 from sensor.udp_sessions import UdpSensor
 
 log = logging.getLogger("certwatch.sensor")
@@ -124,6 +125,10 @@ class Sensor:
         self._events: list[SensorEvent] = []
         # QUIC and DTLS handshakes, fed only frames without TCP (see sensor.udp_sessions).
         self.udp = UdpSensor(self.config, self.builder, self.anomalies, self.stats, self._events)
+        # certwatch.traffic.stats: taken at interval boundaries and flow ends, never per
+        # packet (sensor.traffic); None when SensorConfig.stats_interval is 0.
+        self.traffic = (TrafficStats(self.config.stats_interval, self.config.max_stats_endpoints)
+                        if self.config.stats_interval > 0 else None)
         self._timeouts = {
             FlowState.DETECTING: self.config.handshake_timeout,
             FlowState.HANDSHAKE: self.config.handshake_timeout,
@@ -305,6 +310,8 @@ class Sensor:
             if flow.state is FlowState.HANDSHAKE:
                 self._drain_gaps(flow)
                 self._end_session(flow, "capture_end")
+        if self.traffic is not None and self.traffic.start is not None:
+            self._report_traffic(self.now)
         self.udp.finish(self.now)
         for anomaly in self.anomalies.flush(self.now):
             self._events.append(self.builder.anomaly(anomaly))
@@ -329,6 +336,8 @@ class Sensor:
     def _forget(self, flow: Flow, reason: str) -> None:
         if flow.state is FlowState.HANDSHAKE:
             self._end_session(flow, reason)
+        if self.traffic is not None:
+            self.traffic.forget(flow)
         if flow.buffered:
             flow.drop_parsing_state()
             self._account(flow)
@@ -336,6 +345,16 @@ class Sensor:
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + SWEEP_EVERY
+        traffic = self.traffic
+        if traffic is not None:
+            if now >= traffic.boundary:
+                # Before the idle flows go: the interval's counts are all in the flows now.
+                if traffic.start is not None:
+                    self._report_traffic(None)
+                traffic.begin(now)
+            # The sweep runs at the boundary itself, so the first packet of the next
+            # interval is not counted in this one.
+            self._next_sweep = min(self._next_sweep, traffic.boundary)
         for flow in self.flows.idle_since(now, self._timeouts):
             self._forget(flow, "idle_timeout")
             self.flows.expired += 1
@@ -357,6 +376,15 @@ class Sensor:
         flow.drop_parsing_state()
         self._account(flow)
         flow.state = FlowState.CLOSED
+
+    def _report_traffic(self, end: float | None) -> None:
+        """Close the traffic interval (``end``: the end of input) and queue its events."""
+        assert self.traffic is not None
+        stats = self.traffic.close(self.flows, end)
+        self._events.extend(to_events(stats, self.config.name))
+        detail = limit_detail(stats, self.traffic.max_endpoints)
+        if detail is not None:
+            self._anomaly(LIMIT_ANOMALY, detail, stats.end)
 
     # -- finding TLS -----------------------------------------------------------------------
 
@@ -527,6 +555,8 @@ class Sensor:
         self.stats.handshakes[events.version_label] += 1
         self.stats.established += record.established
         self.stats.certificates += len(events.certificates)
+        if self.traffic is not None:
+            self.traffic.handshake(flow, events.handshake.event.outcome == "failure")
         self._events.append(events.handshake)
         self._events.extend(events.certificates)
 

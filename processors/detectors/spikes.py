@@ -19,6 +19,15 @@ Mechanism (docs/detectors-traffic.md explains the method and every tunable):
   alerted (winsorised), so an attack cannot drag the baseline up to its own level quickly,
   while a lasting change of level is learned once it fills half the history.
 
+``traffic.spike`` judges two rates of a server: connections (handshakes per server key, as
+above) and, when the policy's ``bytes.enabled`` is set, bytes per server endpoint (ip:port)
+from the sensor's ``certwatch.traffic.stats`` events. A stats event adds its byte count to the
+window holding its interval's start, so the window should be a multiple of the sensor's
+``stats_interval`` (both default to a minute). Several events for one endpoint and window
+(several sensors, or sensors' workers) add up. The byte alert says ``bytes`` in its message
+and ``details.rate``, and has its own identifier (``traffic.spike|ip:port|bytes``), so it is
+suppressed apart from the connection-rate alert of the same server.
+
 State is bounded: at most ``MAX_KEYS`` keys (least recently seen evicted, counted in
 ``evicted``), each with a fixed-size deque of ``history`` counts.
 """
@@ -34,12 +43,14 @@ from processors.baseline import Baseline, SpikeRule, robust_baseline
 from processors.catalog import RULES
 from processors.memo import event_server_key, microseconds
 from processors.policy import Policy, TrafficSpike
-from schemas.events import HandshakeEvent
+from schemas.events import HandshakeEvent, TrafficStatsEvent
+from schemas.topics import server_key
 
 MAX_KEYS: Final = 100_000
 """Server keys tracked per detector (LRU). Not a policy field yet: a local default."""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_RATE_NAMES: Final = {"bytes": "byte"}  # the unit as a message names its rate
 _MICROSECOND: Final = timedelta(microseconds=1)
 
 
@@ -75,14 +86,20 @@ class SpikeCounter:
     failures are usually zero has a baseline of zeros rather than none.
     """
 
-    def __init__(self, rule: str, settings: TrafficSpike, max_keys: int = MAX_KEYS) -> None:
+    def __init__(self, rule: str, settings: TrafficSpike, max_keys: int = MAX_KEYS, *,
+                 min_count: int | None = None, unit: str | None = None) -> None:
+        """``unit`` names what is counted when it is not handshakes (``bytes``): it is then
+        said in the message, ``details.rate`` and the identity; ``min_count`` overrides the
+        settings' (a byte count is not a handshake count)."""
         self.rule = rule
+        self._unit = unit
         self._severity = RULES[rule].severity
         self._window = settings.window
         self._window_us = max(1, settings.window // _MICROSECOND)
         self._warmup = settings.warmup_windows
         self._history = settings.history
-        self._spike = SpikeRule(settings.min_count, settings.threshold, settings.min_ratio)
+        self._spike = SpikeRule(settings.min_count if min_count is None else min_count,
+                                settings.threshold, settings.min_ratio)
         self._max_keys = max_keys
         self._series: OrderedDict[str, _Series] = OrderedDict()
         self.evicted = 0
@@ -91,8 +108,10 @@ class SpikeCounter:
     def __len__(self) -> int:
         return len(self._series)
 
-    def observe(self, key: str, when: datetime, counted: bool) -> Finding | None:
-        """Account one handshake of ``key`` at event time ``when``; the finding, if any."""
+    def observe(self, key: str, when: datetime, counted: bool,
+                amount: int = 1) -> Finding | None:
+        """Account one handshake (``amount`` units) of ``key`` at event time ``when``; the
+        finding, if any."""
         index = microseconds(when) // self._window_us
         series = self._series.get(key)
         if series is None:
@@ -106,7 +125,7 @@ class SpikeCounter:
                 self._advance(series, index)
         if not counted:
             return None
-        series.count += 1
+        series.count += amount
         if series.trigger is None or series.alerted or series.count < series.trigger:
             return None
         series.alerted = True
@@ -149,6 +168,8 @@ class SpikeCounter:
         ratio = series.count / baseline.median if baseline.median else None
         what = "failed handshakes" if self.rule == "tls.handshake_failure_spike" else "handshakes"
         times = f"{ratio:.1f}x" if ratio is not None else "far above"
+        if self._unit is not None:
+            return self._unit_finding(key, series, baseline, start, times, ratio)
         return Finding(
             rule=self.rule,
             severity=self._severity,
@@ -157,6 +178,25 @@ class SpikeCounter:
                      f"{baseline.median:g}, spread {baseline.spread:.1f})"),
             identity=(key,),
             details={"window_start": start.isoformat(), "count": series.count,
+                     "baseline_median": baseline.median,
+                     "spread": round(baseline.spread, 3),
+                     "ratio": None if ratio is None else round(ratio, 3)},
+        )
+
+
+    def _unit_finding(self, key: str, series: _Series, baseline: Baseline, start: datetime,
+                      times: str, ratio: float | None) -> Finding:
+        unit = self._unit
+        assert unit is not None
+        return Finding(
+            rule=self.rule,
+            severity=self._severity,
+            message=(f"{_RATE_NAMES.get(unit, unit)} rate spike: {series.count} {unit} to {key} "
+                     f"in the {self._window} "
+                     f"window starting {start.isoformat()}: {times} its baseline (median "
+                     f"{baseline.median:g}, spread {baseline.spread:.1f})"),
+            identity=(key, unit),
+            details={"rate": unit, "window_start": start.isoformat(), "count": series.count,
                      "baseline_median": baseline.median,
                      "spread": round(baseline.spread, 3),
                      "ratio": None if ratio is None else round(ratio, 3)},
@@ -172,6 +212,11 @@ class TrafficSpikeDetector:
         settings = policy.rules.traffic_spike
         self._enabled = settings.enabled
         self.counter = SpikeCounter(self.rules[0], settings)
+        self.bytes: SpikeCounter | None = None
+        """The byte-rate counter per ip:port, when the policy enables it."""
+        if settings.enabled and settings.bytes.enabled:
+            self.bytes = SpikeCounter(self.rules[0], settings, min_count=settings.bytes.min_bytes,
+                                      unit="bytes")
 
     def inspect(self, event: HandshakeEvent) -> list[Finding]:
         """A finding when this handshake makes its window a spike (at most one per window)."""
@@ -180,9 +225,21 @@ class TrafficSpikeDetector:
         finding = self.counter.observe(event_server_key(event), event_time(event), True)
         return [] if finding is None else [finding]
 
+    def inspect_stats(self, event: TrafficStatsEvent) -> list[Finding]:
+        """A finding when this interval's bytes make the endpoint's window a byte-rate spike
+        (at most one per endpoint and window); nothing unless bytes are enabled."""
+        if self.bytes is None:
+            return []
+        key = server_key(None, event.destination.ip, event.destination.port)
+        when = event.event.start or event.timestamp
+        finding = self.bytes.observe(key, when, True, event.network.bytes)
+        return [] if finding is None else [finding]
+
     def flush(self, now: datetime) -> None:
         """Close the windows that ended by event time ``now`` (see ``SpikeCounter.flush``)."""
         self.counter.flush(now)
+        if self.bytes is not None:
+            self.bytes.flush(now)
 
 
 class HandshakeFailureSpikeDetector:

@@ -10,7 +10,13 @@ from certwatch.bus.memory import MemoryBus
 from certwatch.codec import encode
 from certwatch.publisher import SensorPublisher
 from schemas.events import AnomalyEvent, SensorEvent
-from schemas.topics import ANOMALY_TOPIC, CERTIFICATE_TOPIC, HANDSHAKE_TOPIC, topic_of
+from schemas.topics import (
+    ANOMALY_TOPIC,
+    CERTIFICATE_TOPIC,
+    HANDSHAKE_TOPIC,
+    TRAFFIC_STATS_TOPIC,
+    topic_of,
+)
 from sensor.config import SensorConfig
 from sensor.sensor import Sensor
 from tests.support import DATA, captures, read_frames, run_sensor
@@ -72,7 +78,7 @@ async def test_a_missing_broker_never_blocks_offer_and_drops_the_oldest() -> Non
     assert publisher.queued == 5
     assert publisher.dropped == len(events) - 5
     reader = asyncio.create_task(collect(bus, [ANOMALY_TOPIC, HANDSHAKE_TOPIC,
-                                               CERTIFICATE_TOPIC]))
+                                               CERTIFICATE_TOPIC, TRAFFIC_STATS_TOPIC]))
     await asyncio.sleep(0)
     bus.down = False  # the broker comes back
     await publisher.close()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from schemas.alerts import AlertEvent
-from schemas.events import AnomalyEvent, CertificateEvent, HandshakeEvent
+from schemas.events import AnomalyEvent, CertificateEvent, HandshakeEvent, TrafficStatsEvent
 from schemas.export import EXPORTED_MODELS
 from tests.support import DATA
 
@@ -21,7 +21,7 @@ def certwatch(*args: str | Path) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
-Document = HandshakeEvent | CertificateEvent | AnomalyEvent | AlertEvent
+Document = HandshakeEvent | CertificateEvent | AnomalyEvent | AlertEvent | TrafficStatsEvent
 
 
 def parse_events(text: str) -> list[Document]:
@@ -29,6 +29,7 @@ def parse_events(text: str) -> list[Document]:
         "certwatch.tls.handshake": HandshakeEvent,
         "certwatch.tls.certificate": CertificateEvent,
         "certwatch.sensor.anomaly": AnomalyEvent,
+        "certwatch.traffic.stats": TrafficStatsEvent,
         "certwatch.alerts": AlertEvent,
     }
     events: list[Document] = []
@@ -109,3 +110,20 @@ def test_logs_are_json_lines_when_not_on_a_terminal(tmp_path: Path) -> None:
     assert "notes.txt" in logged[0]["message"] and "@timestamp" in logged[0]
     text = certwatch("--log-format", "text", "replay", bogus)
     assert any(line.startswith("certwatch: ERROR: ") for line in text.stderr.splitlines())
+
+
+def test_stats_interval_sets_the_traffic_statistics_or_turns_them_off() -> None:
+    sample = DATA / "ja4" / "latest.pcapng"
+
+    def stats(*flags: str) -> list[TrafficStatsEvent]:
+        result = certwatch("replay", sample, "--no-alerts", *flags)
+        assert result.returncode == 0, result.stderr
+        return [e for e in parse_events(result.stdout) if isinstance(e, TrafficStatsEvent)]
+
+    per_minute, per_second, off = stats(), stats("--stats-interval", "1"), stats(
+        "--stats-interval", "0")
+    assert off == [] and per_minute
+    assert len(per_second) > len(per_minute)  # the capture spans more than one second
+    assert sum(e.network.bytes for e in per_second) == sum(e.network.bytes for e in per_minute)
+    bad = certwatch("replay", sample, "--stats-interval", "0.5")
+    assert bad.returncode == 2 and "--stats-interval: 0.5 s" in bad.stderr

@@ -139,7 +139,8 @@ def test_sensor_pcap_with_workers_publishes_what_replay_prints(tmp_path: Path) -
         async def published() -> list[str]:
             consumer = AIOKafkaConsumer(
                 "certwatch.tls.handshake", "certwatch.tls.certificate",
-                "certwatch.sensor.anomaly", bootstrap_servers=broker.bootstrap,
+                "certwatch.sensor.anomaly", "certwatch.traffic.stats",
+                bootstrap_servers=broker.bootstrap,
                 auto_offset_reset="earliest", enable_auto_commit=False)
             await consumer.start()
             values: list[str] = []

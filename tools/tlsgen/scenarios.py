@@ -249,6 +249,28 @@ def _handshake_failures(pki: _Pki, o: Options, t0: float) -> _Built:
     return specs, [], [spike] if burst >= SPIKE_MIN_COUNT else []
 
 
+BYTE_BURST_SEGMENTS = 2000
+"""``byte-burst``'s default segments per burst connection: 4 x 2000 x 1460 bytes, ~11.7 MB,
+above the byte rate's default ``min_bytes`` (10 MB)."""
+
+
+def _byte_burst(pki: _Pki, o: Options, t0: float) -> _Built:
+    """20 minutes of ~rate connections a minute carrying two segments of data each, then
+    one minute at the same connection rate whose connections carry ``app_segments``
+    segments each: only the byte rate changes. The expectation holds for a policy with
+    ``traffic.spike.bytes.enabled`` and a ``min_bytes`` below the burst's bytes; the
+    connection rate (and so the default policy) sees nothing."""
+    rate, host = o.connections or 4, "files.example.com"
+    rng, chain = random.Random(f"tlsgen-bytes:{o.seed}"), pki.leaf(host)
+    burst = o.app_segments or BYTE_BURST_SEGMENTS
+    specs = [ConnectionSpec(client(0, n), server(0), t0 + 60 * minute + offset,
+                            **TLS12_ECDHE, sni=host, chain=chain,
+                            app_segments=burst if minute == 20 else 2)
+             for n, (minute, offset) in enumerate(_per_minute(rate, range(21), rng))]
+    spike = AggregateExpectation("traffic.spike", server(0), host, (t0 + 1200, t0 + 1260))
+    return specs, [], [spike]
+
+
 def _benchmark(pki: _Pki, o: Options, t0: float) -> _Built:
     """70% TLS 1.2 (2-certificate chain), 30% TLS 1.3, over 16 servers, ``app_segments``
     full segments of server data each, about ``concurrency`` connections open at once."""
@@ -321,13 +343,20 @@ _SCENARIOS: dict[str, tuple[str, CaseBuilder]] = {
                           "minute", _steady_plus_burst),
     "handshake-failures": ("one server, 30 minutes with few fatal alerts, then a minute of "
                            "failures only", _handshake_failures),
+    "byte-burst": ("one server, ~N connections a minute with little data for 20 minutes, then "
+                   "a minute of as many connections carrying --app-segments segments each "
+                   "(a byte-rate spike only)", _byte_burst),
     "benchmark": ("70% TLS 1.2 / 30% TLS 1.3 with bulk data, many connections at once",
                   _benchmark),
     **{name: (description, _flood(name)) for name, (_k, description, _n) in FLOODS.items()},
 }
 # Floods are left out of NAMES: every NAMES scenario is seen anomaly-free, connection by
 # connection (tests/tools/test_tlsgen.py); a flood is about bounds (tests/sensor/test_floods).
-NAMES = tuple(name for name in _SCENARIOS if name not in FLOODS)
+# byte-burst is left out too: its aggregate needs a policy with the byte rate on, not the
+# default one every NAMES scenario is judged with (tests/processors/test_traffic_bytes.py).
+BYTE_RATE_SCENARIOS = ("byte-burst",)
+NAMES = tuple(name for name in _SCENARIOS if name not in FLOODS
+              and name not in BYTE_RATE_SCENARIOS)
 ALL_NAMES = tuple(_SCENARIOS)
 
 

@@ -1,0 +1,242 @@
+"""Per-interval traffic counts per server endpoint: the ``certwatch.traffic.stats`` topic.
+
+Pure (no I/O, no clock): the sensor tells it when an interval of capture time ends, and
+which flows exist. The counted-packet hot path is not touched: flows already count their
+packets and payload bytes, so an interval's counts are *deltas* of those counters, taken
+
+* at the interval's end, by walking the flow table once (:meth:`TrafficStats.close`), and
+* when a flow is forgotten mid-interval (idle, evicted, reused port): :meth:`forget`.
+
+Each live flow keeps its counters as last reported (packed into one int: memory matters at
+``max_flows``); a flow without such an entry is new in the interval, which is how
+``connections`` is counted without a hook where flows are opened. The flow's counters cover
+both directions, so the counts are ECS ``network.bytes``/``network.packets`` (both ways).
+
+Intervals are aligned on the Unix epoch (``floor(t / interval) * interval``), so several
+sensors, or ``--workers`` sharing one capture, cut their counts at the same instants and
+their events for one endpoint and interval can be summed (:func:`merge`). An interval
+without traffic yields no event; an idle gap is skipped, not filled with empty intervals.
+
+Bounded: at most ``max_endpoints`` endpoints per interval are counted by name. The counts of
+the rest are summed into :attr:`IntervalStats.other` and reported by the sensor as one
+``traffic_endpoints_limit`` anomaly per interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from schemas.base import Endpoint, EventFields, Observer
+from schemas.events import TrafficCounts, TrafficNetwork, TrafficStatsEvent, TrafficStatsExtension
+from sensor.build import event_id
+from sensor.decode import format_addr
+from sensor.flows import Flow
+
+DATASET: Final = "certwatch.traffic.stats"
+LIMIT_ANOMALY: Final = "traffic_endpoints_limit"
+MAX_OTHER_SEEN: Final = 65_536
+"""Endpoints over the bound told apart per interval (for their number); beyond, "at least"."""
+_PACKETS_BITS: Final = 40  # a flow's packets in the low bits of its packed snapshot
+_PACKETS_MASK: Final = (1 << _PACKETS_BITS) - 1
+
+ServerEndpoint = tuple[bytes, int]
+"""(server address as on the wire: 4 or 16 bytes, server port)."""
+
+
+@dataclass(slots=True)
+class Counts:
+    """Mutable running counts of one endpoint (or of the endpoints over the bound)."""
+
+    packets: int = 0
+    bytes: int = 0
+    connections: int = 0
+    handshakes: int = 0
+    failed_handshakes: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.packets += other.packets
+        self.bytes += other.bytes
+        self.connections += other.connections
+        self.handshakes += other.handshakes
+        self.failed_handshakes += other.failed_handshakes
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalStats:
+    """One closed interval: ``[start, end)`` in capture seconds, the counts per endpoint
+    (busiest first: bytes, then packets, then address and port, so the order does not depend
+    on the order flows were seen), and what went over the endpoint bound."""
+
+    start: float
+    end: float
+    endpoints: tuple[tuple[ServerEndpoint, Counts], ...]
+    other: Counts
+    other_endpoints: int
+
+
+def interval_start(timestamp: float, interval: float) -> float:
+    """The start of the epoch-aligned interval holding ``timestamp``."""
+    return math.floor(timestamp / interval) * interval
+
+
+def _server_of(flow: Flow) -> ServerEndpoint:
+    """``flow.client_server()[1]`` without building the client's half (once per flow and
+    interval, and once per handshake)."""
+    key = flow.key
+    return (key[0], key[2]) if flow.client_direction == 1 else (key[1], key[3])
+
+
+def _order(item: tuple[ServerEndpoint, Counts]) -> tuple[int, int, int, bytes, int]:
+    (addr, port), counts = item
+    return (-counts.bytes, -counts.packets, len(addr), addr, port)
+
+
+class TrafficStats:
+    """The current interval's counts per server endpoint, from the flows' own counters."""
+
+    def __init__(self, interval: float, max_endpoints: int) -> None:
+        if interval <= 0:
+            raise ValueError("the interval must be positive (0 means: no TrafficStats)")
+        self.interval = interval
+        self.max_endpoints = max(1, max_endpoints)
+        self.start: float | None = None
+        self.boundary = -math.inf
+        """Capture time at which the current interval ends (-inf before the first packet)."""
+        self._counts: dict[ServerEndpoint, Counts] = {}
+        self._other = Counts()
+        self._other_endpoints: set[ServerEndpoint] = set()
+        self._reported: dict[Flow, int] = {}  # flow -> bytes << 40 | packets, as last counted
+
+    def begin(self, now: float) -> None:
+        """Start counting in the interval holding ``now`` (first packet, or after a gap)."""
+        self.start = interval_start(now, self.interval)
+        self.boundary = self.start + self.interval
+
+    def _slot(self, endpoint: ServerEndpoint) -> Counts:
+        counts = self._counts.get(endpoint)
+        if counts is not None:
+            return counts
+        if len(self._counts) < self.max_endpoints:
+            counts = self._counts[endpoint] = Counts()
+            return counts
+        if len(self._other_endpoints) < MAX_OTHER_SEEN:
+            # Only their number is reported; the set is bounded too (the count saturates).
+            self._other_endpoints.add(endpoint)
+        return self._other
+
+    def _take(self, flow: Flow, packed: int | None) -> int:
+        """Add ``flow``'s counts since ``packed`` (its snapshot; None: a new flow) to its
+        endpoint; the new snapshot."""
+        counts = self._slot(_server_of(flow))
+        if packed is None:
+            counts.connections += 1
+            counts.packets += flow.packets
+            counts.bytes += flow.bytes
+        else:
+            counts.packets += flow.packets - (packed & _PACKETS_MASK)
+            counts.bytes += flow.bytes - (packed >> _PACKETS_BITS)
+        return flow.bytes << _PACKETS_BITS | (flow.packets & _PACKETS_MASK)
+
+    def forget(self, flow: Flow) -> None:
+        """``flow`` leaves the table: its last counts go to the current interval."""
+        packed = self._reported.pop(flow, None)
+        # Unchanged since last taken (an idle flow expiring): nothing to add, no slot.
+        if packed != flow.bytes << _PACKETS_BITS | flow.packets:
+            self._take(flow, packed)
+
+    def handshake(self, flow: Flow, failed: bool) -> None:
+        """A handshake of ``flow`` was reported (failed: not established)."""
+        counts = self._slot(_server_of(flow))
+        counts.handshakes += 1
+        counts.failed_handshakes += failed
+
+    def close(self, flows: Iterable[Flow], end: float | None = None) -> IntervalStats:
+        """End the current interval: walk every live flow once and take its deltas.
+
+        ``end`` is the interval's nominal end unless given (the end of the input, earlier).
+        The next interval starts when :meth:`begin` is called."""
+        reported = self._reported
+        for flow in flows:
+            # Unchanged since last taken (most flows of a quiet link): no endpoint slot.
+            packed = reported.get(flow)
+            if packed != flow.bytes << _PACKETS_BITS | flow.packets:
+                reported[flow] = self._take(flow, packed)
+        start = self.start if self.start is not None else 0.0
+        stats = IntervalStats(
+            start=start,
+            end=self.boundary if end is None else min(end, self.boundary),
+            endpoints=tuple(sorted(self._counts.items(), key=_order)),
+            other=self._other,
+            other_endpoints=len(self._other_endpoints),
+        )
+        self._counts, self._other, self._other_endpoints = {}, Counts(), set()
+        return stats
+
+
+def merge(parts: Sequence[IntervalStats], max_endpoints: int) -> IntervalStats:
+    """Sum the intervals of several sensors sharing the same flows' capture (``--workers``):
+    one interval, counts per endpoint added, the endpoint bound applied again."""
+    totals: dict[ServerEndpoint, Counts] = {}
+    other, other_endpoints = Counts(), 0
+    for part in parts:
+        for endpoint, counts in part.endpoints:
+            totals.setdefault(endpoint, Counts()).add(counts)
+        other.add(part.other)
+        other_endpoints += part.other_endpoints
+    ordered = sorted(totals.items(), key=_order)
+    for _, counts in ordered[max_endpoints:]:
+        other.add(counts)
+    return IntervalStats(
+        start=min(p.start for p in parts), end=max(p.end for p in parts),
+        endpoints=tuple(ordered[:max_endpoints]), other=other,
+        other_endpoints=other_endpoints + max(0, len(ordered) - max_endpoints),
+    )
+
+
+def _time(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def to_events(stats: IntervalStats, observer: str) -> list[TrafficStatsEvent]:
+    """One ``certwatch.traffic.stats`` event per endpoint of ``stats``, in its order.
+
+    The event id is a function of the observer, the interval start and the endpoint, so a
+    replay (with any number of workers) gives the same ids."""
+    start, end = _time(stats.start), _time(stats.end)
+    duration = max(0, round((stats.end - stats.start) * 1e9))
+    observed = Observer(name=observer)
+    events = []
+    for (addr, port), counts in stats.endpoints:
+        ip = format_addr(addr)
+        events.append(TrafficStatsEvent(
+            timestamp=end,
+            event=EventFields(
+                id=event_id(observer, DATASET, repr(stats.start), ip, port),
+                kind="metric", category=["network"], type=["info"], dataset=DATASET,
+                start=start, end=end, duration=duration,
+            ),
+            observer=observed,
+            destination=Endpoint(ip=ip, port=port),
+            network=TrafficNetwork(type="ipv6" if len(addr) == 16 else "ipv4",
+                                   bytes=counts.bytes, packets=counts.packets),
+            certwatch=TrafficStatsExtension(traffic=TrafficCounts(
+                connections=counts.connections, handshakes=counts.handshakes,
+                failed_handshakes=counts.failed_handshakes)),
+        ))
+    return events
+
+
+def limit_detail(stats: IntervalStats, bound: int) -> str | None:
+    """The anomaly detail for the endpoints over the bound, or None when there were none."""
+    if not stats.other_endpoints:
+        return None
+    other = stats.other
+    many = "at least " if stats.other_endpoints >= MAX_OTHER_SEEN else ""
+    return (f"{many}{stats.other_endpoints} server endpoints beyond the limit of {bound} in the "
+            f"interval starting {_time(stats.start).isoformat()}: {other.bytes} bytes, "
+            f"{other.packets} packets, {other.connections} connections, {other.handshakes} "
+            "handshakes not reported per endpoint")

@@ -1,0 +1,139 @@
+"""``certwatch.traffic.stats``: per-interval counts per server endpoint, on real captures.
+
+The counts are checked against what the packets themselves hold (every TCP segment's
+payload, decoded frame by frame) and against the flows' own counters, whatever the
+interval; the interval boundary and the endpoint bound on generated captures whose timing
+the test chooses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from schemas.events import SensorEvent, TrafficStatsEvent
+from schemas.topics import TRAFFIC_STATS_TOPIC, key_of, topic_of
+from sensor.config import SensorConfig
+from sensor.sensor import Sensor
+from sensor.traffic import LIMIT_ANOMALY
+from tests.support import anomalies, captures, handshakes, read_frames, run_sensor, tcp_segments
+from tools.tlsgen.scenarios import Options, build
+
+REAL = [p for p in captures() if not p.name.endswith(".gz")]
+NO_EXPIRY = {"idle_timeout": 1e12, "closed_linger": 1e12, "handshake_timeout": 1e12}
+
+
+def stats(events: list[SensorEvent]) -> list[TrafficStatsEvent]:
+    return [e for e in events if isinstance(e, TrafficStatsEvent)]
+
+
+def ip_text(addr: bytes) -> str:
+    return str(ipaddress.ip_address(addr))
+
+
+@pytest.mark.parametrize("capture", REAL[::3], ids=lambda p: p.name)
+def test_totals_are_every_tcp_segment_of_the_capture(capture: Path) -> None:
+    """Whatever the interval and whether flows expire, every TCP segment is counted once:
+    the events' packets and bytes add up to the capture's TCP segments and payload."""
+    frames = read_frames(capture)
+    segments = [segment for _, segment in tcp_segments(frames)]
+    for interval in (0.5, 60.0):
+        events = run_sensor(frames, SensorConfig(name="t", stats_interval=interval))
+        found = stats(events)
+        assert sum(e.network.packets for e in found) == len(segments)
+        assert sum(e.network.bytes for e in found) == sum(len(s.payload) for s in segments)
+        assert all(topic_of(e) == TRAFFIC_STATS_TOPIC for e in found)
+
+
+@pytest.mark.parametrize("capture", REAL[1::3], ids=lambda p: p.name)
+def test_each_endpoint_gets_the_sum_of_its_flows_counters(capture: Path) -> None:
+    """With flows never forgotten, an endpoint's counts over all intervals are the sums of
+    the counters of the flows whose server it is; its connections are those flows, and its
+    handshakes the handshake events to it."""
+    sensor = Sensor(SensorConfig(name="t", stats_interval=1.0, **NO_EXPIRY))
+    events: list[SensorEvent] = []
+    for frame in read_frames(capture):
+        sensor.process(*frame)
+        events.extend(sensor.drain())
+    events.extend(sensor.finish())
+    expected: dict[str, Counter[str]] = {}
+    for flow in sensor.flows:
+        (addr, port) = flow.client_server()[1]
+        ip = ip_text(addr)
+        key = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        expected.setdefault(key, Counter()).update(
+            packets=flow.packets, bytes=flow.bytes, connections=1)
+    for hs in handshakes(events):
+        ip, port = hs.destination.ip, hs.destination.port
+        key = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        expected[key]["handshakes"] += 1
+        expected[key]["failed"] += hs.event.outcome == "failure"
+    got: dict[str, Counter[str]] = {}
+    for event in stats(events):
+        traffic = event.certwatch.traffic
+        got.setdefault(key_of(event), Counter()).update(
+            packets=event.network.packets, bytes=event.network.bytes,
+            connections=traffic.connections, handshakes=traffic.handshakes,
+            failed=traffic.failed_handshakes)
+    assert {k: +v for k, v in got.items()} == {k: +v for k, v in expected.items()}
+
+
+def burst_frames(tmp_path: Path) -> list[tuple[float, int, bytes]]:
+    capture = tmp_path / "byte-burst.pcap"
+    build("byte-burst", Options(connections=2, app_segments=30)).write(capture)
+    return read_frames(capture)
+
+
+def test_an_interval_holds_exactly_the_packets_before_its_boundary(tmp_path: Path) -> None:
+    """Intervals are epoch-aligned minutes; a packet at or after the boundary belongs to the
+    next interval, and an interval is reported once capture time reaches its end."""
+    frames = burst_frames(tmp_path)
+    sensor = Sensor(SensorConfig(name="t", stats_interval=60.0, **NO_EXPIRY))
+    seen: list[tuple[float, TrafficStatsEvent]] = []
+    for frame in frames:
+        sensor.process(*frame)
+        seen += [(frame[0], e) for e in sensor.drain() if isinstance(e, TrafficStatsEvent)]
+    final = stats(sensor.finish())
+    per_minute = Counter(int(ts // 60) for ts, _, _ in frames)
+    for when, event in seen:
+        start, end = event.event.start, event.event.end
+        assert start is not None and end is not None
+        assert start.timestamp() % 60 == 0 and end.timestamp() - start.timestamp() == 60
+        assert start.timestamp() + 60 <= when  # emitted once capture time passed its end
+        assert event.network.packets == per_minute[int(start.timestamp() // 60)]
+    assert len(seen) == len(per_minute) - 1 and len(final) == 1
+    last = final[0]
+    assert last.timestamp == datetime.fromtimestamp(frames[-1][0], UTC)
+    assert last.network.packets == per_minute[max(per_minute)]
+
+
+def test_an_idle_gap_yields_no_empty_intervals_and_off_means_none(tmp_path: Path) -> None:
+    frames = burst_frames(tmp_path)
+    shifted = frames[: len(frames) // 2] + [(ts + 86_400, lt, d)
+                                             for ts, lt, d in frames[len(frames) // 2:]]
+    events = stats(run_sensor(shifted, SensorConfig(name="t", stats_interval=60.0)))
+    minutes = {int(ts // 60) for ts, _, _ in shifted}
+    assert len(events) == len(minutes)  # one server: one event per minute with packets
+    assert not stats(run_sensor(frames, SensorConfig(name="t", stats_interval=0)))
+
+
+def test_endpoints_beyond_the_bound_are_summed_into_one_anomaly() -> None:
+    """``max_stats_endpoints`` endpoints are reported; the others' counts go into one
+    ``traffic_endpoints_limit`` anomaly per interval, and the totals stay whole."""
+    capture = next(p for p in REAL if p.name == "latest.pcapng")
+    frames = read_frames(capture)
+    whole = stats(run_sensor(frames, SensorConfig(name="t", stats_interval=1e9)))
+    assert len(whole) > 2
+    bounded = run_sensor(frames, SensorConfig(name="t", stats_interval=1e9,
+                                              max_stats_endpoints=2))
+    kept = stats(bounded)
+    assert len(kept) == 2
+    (limit,) = [a for a in anomalies(bounded) if a.certwatch.anomaly.kind == LIMIT_ANOMALY]
+    detail = limit.certwatch.anomaly.detail
+    assert detail.startswith(f"{len(whole) - 2} server endpoints beyond the limit of 2")
+    left_out = sum(e.network.bytes for e in whole) - sum(e.network.bytes for e in kept)
+    assert f": {left_out} bytes," in detail

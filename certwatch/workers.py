@@ -2,11 +2,11 @@
 
 Each worker process reads the whole capture itself (the mmap reader costs ~0.6 µs a
 packet) and feeds its sensor only the frames whose flow hashes to it
-(``sensor.flowhash``: both directions of a connection, and tunnelled traffic by its inner
-flow, land on one worker). Frames that are no flow (not TCP, malformed, unknown link type)
-are the sensor's business of worker 0 alone, so every counter is counted once. For the
-frames it skips a worker still lets capture time pass (``Sensor.advance``), so idle
-flows expire at the same packet as in a single sensor.
+(``Sensor.process_share``, ``sensor.flowhash``: both directions of a connection, and
+tunnelled traffic by its inner flow, land on one worker). Frames that are no flow (not
+TCP, malformed, unknown link type) are the sensor's business of worker 0 alone, so every
+counter is counted once. For the frames it skips a worker still lets capture time pass
+(``Sensor.advance``), so idle flows expire at the same packet as in a single sensor.
 
 Each worker sends its events to the parent over a pipe, pickled in batches of JSON text,
 every event tagged with the number of the frame that produced it, and with every batch a
@@ -73,7 +73,6 @@ from sensor.anomalies import Anomaly, AnomalyCounter
 from sensor.capture import open_capture
 from sensor.config import SensorConfig
 from sensor.errors import CaptureError
-from sensor.flowhash import NOT_A_FLOW, flow_owner
 from sensor.sensor import Sensor
 from sensor.traffic import LIMIT_ANOMALY
 
@@ -220,7 +219,7 @@ def run_worker(index: int, workers: int, paths: Sequence[str], config: SensorCon
     outbox = _Outbox(conn, sensor, forward)
     report = ReplayReport()
     frame = 0
-    process, advance, drain = sensor.process, sensor.advance, sensor.drain
+    share, drain = sensor.process_share, sensor.drain
     queue, raw = sensor.queue, forward.raw
     for path in paths:
         try:
@@ -234,11 +233,9 @@ def run_worker(index: int, workers: int, paths: Sequence[str], config: SensorCon
         with reader:
             for timestamp, linktype, data in reader:
                 frame += 1
-                owner = flow_owner(linktype, data, workers)
-                if owner == index or (owner == NOT_A_FLOW and index == 0):
-                    process(timestamp, linktype, data)
-                elif timestamp > sensor.now:
-                    advance(timestamp)
+                # This worker's frames are processed, the others only move the clock; the
+                # owner test (sensor.flowhash) shares process()'s header unpack.
+                share(timestamp, linktype, data, workers, index)
                 if queue or raw:
                     outbox.collect(frame, drain())
                 if not frame & SEND_MASK or len(outbox.items) >= SEND_EVERY_ITEMS:

@@ -32,6 +32,7 @@ __all__ = [
     "ETH_IPV4_TCP_HEAD",
     "SUPPORTED_LINKTYPES",
     "TCP_PORTS_FLAGS",
+    "TCP_SEQ_ACK",
     "TcpSegment",
     "decode_frame",
     "format_addr",
@@ -100,6 +101,8 @@ _ETH_IPV4 = struct.Struct("!H" + _IPV4.format[1:])  # EtherType, then the IPv4 f
 #: destination); and at a TCP header, (source port, destination port, data offset, flags).
 ETH_IPV4_TCP_HEAD = _ETH_IPV4.unpack_from
 TCP_PORTS_FLAGS = struct.Struct("!HH8xBB").unpack_from
+#: (sequence number, acknowledgment number), unpacked at 4 bytes into a TCP header.
+TCP_SEQ_ACK = struct.Struct("!II").unpack_from
 #: Both in one call, the TCP header taken at offset 34 (where it is when the IPv4 header has
 #: no options, IHL 5: nearly always); a caller checks the IHL before trusting the TCP part.
 ETH_IPV4_TCP_ALL = struct.Struct("!H" + _IPV4.format[1:] + "HH8xBB").unpack_from

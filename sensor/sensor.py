@@ -24,10 +24,12 @@ from sensor.decode import (
     LINKTYPE_ETHERNET,
     SUPPORTED_LINKTYPES,
     TCP_PORTS_FLAGS,
+    TCP_SEQ_ACK,
     TcpSegment,
     decode_frame,
 )
 from sensor.errors import DecodeError, ParseError
+from sensor.flowhash import NOT_A_FLOW, endpoints_hash, flow_owner
 from sensor.flows import NO_PREFIX, NO_START, Flow, FlowKey, FlowState, FlowTable
 from sensor.reassembly import StreamReassembler
 from sensor.session import Side, TlsSession
@@ -50,7 +52,10 @@ HELLO_INCOMPLETE = "tls_hello_incomplete"
 #: than ``SensorConfig.max_buffered_bytes``.
 BUDGET_EXCEEDED = "buffer_budget_exceeded"
 _COUNTING, _CLOSED = FlowState.COUNTING, FlowState.CLOSED
+_FIN_RST, _FIN_SYN_RST = FIN | RST, FIN | SYN | RST
+_new_segment = tuple.__new__  # a TcpSegment without the class call (as sensor.decode does)
 _NO_VLANS: tuple[int, ...] = ()
+_from_bytes = int.from_bytes
 
 
 def seq_after(a: int, b: int) -> bool:
@@ -163,12 +168,14 @@ class Sensor:
             if timestamp >= self._next_sweep:
                 self._sweep(timestamp)
         if linktype == LINKTYPE_ETHERNET and len(data) >= 54:
-            # Fast path for the bulk of tap traffic: a packet of a flow that is only counted,
-            # in untagged Ethernet/IPv4/TCP. The header checks are those of decode_frame's
-            # own fast path, so a packet taken here is one decode_frame would decode to the
-            # same segment; but no segment or payload copy is made: only its key, flags and
-            # payload length are needed. Anything else, or a packet that changes the flow's
-            # state (FIN/RST, a SYN on a closed flow), goes the general way below.
+            # Fast path for the bulk of tap traffic, untagged Ethernet/IPv4/TCP. The header
+            # checks are those of decode_frame's own fast path, so a packet taken here is one
+            # decode_frame would decode to the same segment. A packet of a flow that is only
+            # counted, or a bare ACK (no payload, no SYN/FIN/RST: nothing for detection or
+            # reassembly, whatever the state), needs no segment or payload copy: only its
+            # key and payload length. Any other segment of this shape is built here from the
+            # fields already unpacked and handed to _segment with its flow, so it is neither
+            # decoded nor looked up twice. Other frames go the general way below.
             ethertype, vihl, total, frag, proto, src, dst, sport, dport, doff, flags = (
                 ETH_IPV4_TCP_ALL(data, 12))
             if (
@@ -186,40 +193,121 @@ class Sensor:
                         sport, dport, doff, flags = TCP_PORTS_FLAGS(data, tcp)
                     start = tcp + (doff >> 4) * 4
                     if doff >= 0x50 and start <= end:
-                        flow = self._flow_entry((src, dst, sport, dport, _NO_VLANS))
+                        key = (src, dst, sport, dport, _NO_VLANS)
+                        flow = self._flow_entry(key)
                         if flow is not None:
                             state = flow.state
-                            if (state is _COUNTING and not flags & (FIN | RST)) or (
-                                state is _CLOSED and not flags & SYN
+                            if (
+                                (state is _COUNTING and not flags & _FIN_RST)
+                                or (state is _CLOSED and not flags & SYN)
+                                or (start == end and not flags & _FIN_SYN_RST)
                             ):
                                 flow.packets += 1
                                 flow.bytes += end - start
                                 flow.last_seen = timestamp
                                 return
+                        seq, ack = TCP_SEQ_ACK(data, tcp + 4)
+                        self._segment(key, flow, _new_segment(TcpSegment, (
+                            src, dst, sport, dport, seq, ack, flags, data[start:end], _NO_VLANS,
+                        )), timestamp)
+                        return
         self._general(timestamp, linktype, data)
+
+    def process_share(
+        self, timestamp: float, linktype: int, data: bytes, workers: int, index: int
+    ) -> None:
+        """:meth:`process` for worker ``index`` of ``workers`` sharing one capture by flow:
+        a frame of this worker's flow (``sensor.flowhash.flow_owner``; frames that are no
+        flow belong to worker 0) is processed, any other only lets capture time pass
+        (:meth:`advance`) and is not counted.
+
+        The same as calling ``flow_owner`` and then :meth:`process` or :meth:`advance`, but
+        an untagged Ethernet/IPv4/TCP frame is unpacked once for both (the owner test sits
+        in :meth:`process`'s fast path, whose header checks are ``flow_owner``'s), so a
+        worker pays ~0.2 µs, not ~0.6 µs, for each frame of another worker's flow
+        (tests/sensor/test_flow_hash.py compares the two)."""
+        size = len(data)
+        if linktype == LINKTYPE_ETHERNET and size >= 54:
+            ethertype, vihl, total, frag, proto, src, dst, sport, dport, doff, flags = (
+                ETH_IPV4_TCP_ALL(data, 12))
+            if (
+                ethertype == ETHERTYPE_IPV4
+                and 0x45 <= vihl <= 0x4F
+                and proto == 6
+                and not frag & 0x1FFF
+            ):
+                tcp = 14 + (vihl & 0x0F) * 4
+                end = 14 + total
+                if end > size:
+                    end = size
+                if tcp + 20 <= end:
+                    if vihl != 0x45:  # IPv4 options: the TCP header is further on
+                        sport, dport, doff, flags = TCP_PORTS_FLAGS(data, tcp)
+                    start = tcp + (doff >> 4) * 4
+                    if doff >= 0x50 and start <= end:
+                        if endpoints_hash(_from_bytes(src, "big"), _from_bytes(dst, "big"),
+                                          sport, dport) % workers != index:
+                            if timestamp > self.now:
+                                self.advance(timestamp)
+                            return
+                        # From here on, process()'s fast path (keep the two the same).
+                        stats = self.stats
+                        stats.packets += 1
+                        stats.bytes += size
+                        if timestamp > self.now:
+                            self.now = timestamp
+                            if timestamp >= self._next_sweep:
+                                self._sweep(timestamp)
+                        key = (src, dst, sport, dport, _NO_VLANS)
+                        flow = self._flow_entry(key)
+                        if flow is not None:
+                            state = flow.state
+                            if (
+                                (state is _COUNTING and not flags & _FIN_RST)
+                                or (state is _CLOSED and not flags & SYN)
+                                or (start == end and not flags & _FIN_SYN_RST)
+                            ):
+                                flow.packets += 1
+                                flow.bytes += end - start
+                                flow.last_seen = timestamp
+                                return
+                        seq, ack = TCP_SEQ_ACK(data, tcp + 4)
+                        self._segment(key, flow, _new_segment(TcpSegment, (
+                            src, dst, sport, dport, seq, ack, flags, data[start:end], _NO_VLANS,
+                        )), timestamp)
+                        return
+        owner = flow_owner(linktype, data, workers)
+        if owner == index or (owner == NOT_A_FLOW and index == 0):
+            self.process(timestamp, linktype, data)
+        elif timestamp > self.now:
+            self.advance(timestamp)
 
     def process_many(self, frames: Iterator[tuple[float, int, bytes]], limit: int) -> int:
         """Account for up to ``limit`` frames taken from ``frames``, exactly as calling
         :meth:`process` for each; returns how many were taken (fewer than ``limit`` only when
         ``frames`` ran out). Events queue up as with :meth:`process`.
 
-        For a replay loop: the counted-packet path of :meth:`process` is repeated here
-        inline (keep the two the same; tests/sensor/test_process_many.py compares them), so
-        that the bulk of the packets cost no method call and no attribute lookups of the
-        sensor (~0.3 µs of ~1 µs per packet)."""
+        For a replay loop: the fast path of :meth:`process` is repeated here inline (keep
+        the two, and :meth:`process_share`'s, the same; tests/sensor/test_process_many.py and
+        test_fast_path.py compare them), so that the bulk of the packets cost no method call
+        and no attribute lookups of the sensor (~0.3 µs of ~1 µs per packet)."""
         stats, entry_of, general = self.stats, self._flow_entry, self._general
+        segment = self._segment
         now, next_sweep = self.now, self._next_sweep
+        # The packet and byte totals and the sensor's clock (self.now) are kept in locals
+        # and written back at the end, and the clock before every call that may read it.
         taken = captured = 0
         for timestamp, linktype, data in islice(frames, limit):
             taken += 1
-            captured += len(data)
-            stats.packets += 1
+            size = len(data)
+            captured += size
             if timestamp > now:
-                now = self.now = timestamp
+                now = timestamp
                 if timestamp >= next_sweep:
+                    self.now = now
                     self._sweep(timestamp)
                     next_sweep = self._next_sweep
-            if linktype == LINKTYPE_ETHERNET and len(data) >= 54:
+            if linktype == LINKTYPE_ETHERNET and size >= 54:
                 ethertype, vihl, total, frag, proto, src, dst, sport, dport, doff, flags = (
                     ETH_IPV4_TCP_ALL(data, 12))
                 if (
@@ -230,30 +318,45 @@ class Sensor:
                 ):
                     tcp = 14 + (vihl & 0x0F) * 4
                     end = 14 + total
-                    if end > len(data):
-                        end = len(data)
+                    if end > size:
+                        end = size
                     if tcp + 20 <= end:
                         if vihl != 0x45:  # IPv4 options: the TCP header is further on
                             sport, dport, doff, flags = TCP_PORTS_FLAGS(data, tcp)
                         start = tcp + (doff >> 4) * 4
                         if doff >= 0x50 and start <= end:
-                            flow = entry_of((src, dst, sport, dport, _NO_VLANS))
+                            key = (src, dst, sport, dport, _NO_VLANS)
+                            flow = entry_of(key)
                             if flow is not None:
                                 state = flow.state
-                                if (state is _COUNTING and not flags & (FIN | RST)) or (
-                                    state is _CLOSED and not flags & SYN
+                                if (
+                                    (state is _COUNTING and not flags & _FIN_RST)
+                                    or (state is _CLOSED and not flags & SYN)
+                                    or (start == end and not flags & _FIN_SYN_RST)
                                 ):
                                     flow.packets += 1
                                     flow.bytes += end - start
                                     flow.last_seen = timestamp
                                     continue
+                            seq, ack = TCP_SEQ_ACK(data, tcp + 4)
+                            self.now = now
+                            segment(key, flow, _new_segment(TcpSegment, (
+                                src, dst, sport, dport, seq, ack, flags, data[start:end],
+                                _NO_VLANS,
+                            )), timestamp)
+                            now, next_sweep = self.now, self._next_sweep
+                            continue
+            self.now = now
             general(timestamp, linktype, data)
             now, next_sweep = self.now, self._next_sweep  # in step, whatever it did
+        self.now = now
+        stats.packets += taken
         stats.bytes += captured
         return taken
 
     def _general(self, timestamp: float, linktype: int, data: bytes) -> None:
-        """Everything of :meth:`process` after the counted-packet path."""
+        """A frame :meth:`process`'s fast path does not take (VLAN tags, IPv6, tunnels,
+        other link types, malformed headers): decoded in full, then :meth:`_segment`."""
         if linktype not in SUPPORTED_LINKTYPES:
             self._anomaly("unsupported_linktype", f"link type {linktype} is not decoded",
                           timestamp)
@@ -271,7 +374,13 @@ class Sensor:
             segment.src_addr, segment.dst_addr, segment.src_port, segment.dst_port,
             segment.vlans,
         )
-        found = self.flows.lookup(key)
+        self._segment(key, self.flows.lookup(key), segment, timestamp)
+
+    def _segment(
+        self, key: FlowKey, found: Flow | None, segment: TcpSegment, timestamp: float
+    ) -> None:
+        """A TCP segment whose flow key is ``key`` and whose table entry is ``found``
+        (looked up by the caller), past the counted-packet path."""
         if found is None or (found.state is FlowState.CLOSED and segment.flags & SYN):
             if found is not None:
                 self._forget(found, "rst")

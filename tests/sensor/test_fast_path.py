@@ -1,0 +1,98 @@
+"""The per-packet fast path of ``Sensor.process`` / ``process_many`` is the general path.
+
+Untagged Ethernet/IPv4/TCP frames are handled from the fields ``process_many`` unpacks
+itself: counted packets and bare ACKs are only counted, and every other segment (SYNs,
+hellos, FINs) is built there and handed on without ``decode_frame``. The same frames with
+their Ethernet header stripped (LINKTYPE_RAW) can only go the general way, through
+``decode_frame``; both must give the same events, flows and anomaly counts, on every
+capture of tests/data and on a generated capture.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sensor import sensor as sensor_module
+from sensor.config import SensorConfig
+from sensor.decode import LINKTYPE_ETHERNET
+from sensor.sensor import Sensor
+from tests.support import RAW_IP, Frame, captures, handshakes, read_frames
+
+CONFIG = SensorConfig(name="test-sensor")
+
+
+def _as_raw_ip(frames: list[Frame]) -> list[Frame]:
+    """Untagged Ethernet/IPv4 frames without their Ethernet header; the rest unchanged."""
+    return [
+        (ts, RAW_IP, data[14:])
+        if linktype == LINKTYPE_ETHERNET and data[12:14] == b"\x08\x00" and len(data) > 14
+        else (ts, linktype, data)
+        for ts, linktype, data in frames
+    ]
+
+
+def _run(frames: list[Frame], batch: int = 4096) -> tuple[object, ...]:
+    sensor = Sensor(CONFIG)
+    events: list[str] = []
+    source = iter(frames)
+    while sensor.process_many(source, batch) == batch:
+        events += [e.model_dump_json() for e in sensor.drain()]
+    events += [e.model_dump_json() for e in sensor.drain()]
+    flows = sorted((f.keys[0], f.packets, f.bytes, f.state.value, f.last_seen)
+                   for f in sensor.flows)
+    stats = sensor.stats
+    final = [e.model_dump_json() for e in sensor.finish()]
+    # Frame bytes differ by the stripped headers; everything else must not.
+    return (events, final, flows, stats.packets, stats.not_tcp, stats.tls_flows,
+            stats.not_tls_flows, dict(stats.handshakes), stats.established,
+            stats.certificates, dict(sensor.anomalies.totals), sensor.flows.created)
+
+
+@pytest.mark.parametrize("capture", captures(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_fast_path_gives_what_decoding_every_frame_gives(capture: Path) -> None:
+    frames = read_frames(capture)
+    assert _run(frames) == _run(_as_raw_ip(frames))
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> list[Frame]:
+    """80 connections, 30 open at once, 6 data segments each after the handshake."""
+    capture = tmp_path_factory.mktemp("fast") / "fast.pcap"
+    subprocess.run([sys.executable, "-m", "tools.tlsgen", "benchmark", str(capture),
+                    "--connections", "80", "--concurrency", "30", "--app-segments", "6"],
+                   check=True, capture_output=True, timeout=120)
+    return read_frames(capture)
+
+
+def test_generated_capture_fast_and_general_paths_agree(generated: list[Frame]) -> None:
+    fast = _run(generated)
+    events = fast[0]
+    assert isinstance(events, list) and len(events) >= 80
+    counts = fast[7]
+    assert isinstance(counts, dict) and sum(counts.values()) == 80
+    for batch in (1, 7):
+        assert _run(generated, batch) == fast
+    assert _run(_as_raw_ip(generated)) == fast
+
+
+def test_untagged_ipv4_tcp_frames_are_never_decoded_twice(
+    generated: list[Frame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every frame of the generated capture is untagged Ethernet/IPv4/TCP: the fast path
+    takes all of them, SYNs, hellos and FINs included, so the handshakes are all there
+    with the full decoder out of reach."""
+    def no_decoding(linktype: int, data: bytes) -> None:
+        raise AssertionError("decode_frame called for an untagged IPv4/TCP frame")
+
+    monkeypatch.setattr(sensor_module, "decode_frame", no_decoding)
+    batched = Sensor(CONFIG)
+    assert batched.process_many(iter(generated), len(generated) + 1) == len(generated)
+    assert len(handshakes(batched.finish())) == 80
+    one_by_one = Sensor(CONFIG)
+    for frame in generated:
+        one_by_one.process(*frame)
+    assert len(handshakes(one_by_one.finish())) == 80

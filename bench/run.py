@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -109,6 +110,16 @@ def captures(quick: bool) -> list[Capture]:
         path = CACHE / f"benchmark-s{SEED}-c{n}-a{segments}-p{concurrency}.pcap"
         out.append(Capture(name, path, n, segments, concurrency))
     return out
+
+
+def empty_capture() -> Path:
+    """A pcap with its file header and no records, for timing start-up alone."""
+    path = CACHE / "empty.pcap"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        # Little-endian pcap 2.4, snaplen 65535, linktype 1 (Ethernet).
+        path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    return path
 
 
 def generate(capture: Capture) -> None:
@@ -265,6 +276,10 @@ def bench_capture(capture: Capture, rounds: int, with_tshark: bool,
     sensor = Tool("certwatch replay", sensor_command(capture.path))
     tshark = Tool("tshark -T fields", tshark_command(capture.path))
     tools = [floor, sensor] + ([tshark] if with_tshark else [])
+    # Start-up alone (an empty capture): how much of each tool's time is not per packet.
+    empty = empty_capture()
+    startups = [Tool("certwatch start-up", sensor_command(empty))] + (
+        [Tool("tshark start-up", tshark_command(empty))] if with_tshark else [])
 
     # Agreement first, untimed: what each found.
     events_path = CACHE / f"{capture.path.stem}.events.jsonl"
@@ -285,7 +300,7 @@ def bench_capture(capture: Capture, rounds: int, with_tshark: bool,
             print("MISMATCH: the sensor and tshark disagree; no ratios printed")
 
     for number in range(rounds):
-        for tool in tools:
+        for tool in tools + startups:
             tool.runs.append(measure(tool.command))
         print(f"round {number + 1}/{rounds}: " + ", ".join(
             f"{tool.name} {tool.runs[-1].seconds:.2f} s" for tool in tools), flush=True)
@@ -306,6 +321,8 @@ def bench_capture(capture: Capture, rounds: int, with_tshark: bool,
         s = tool.seconds
         print(f"{tool.name:22}{s:9.2f}{packets / s:12,.0f}{frame_bits / s / 1e6:9,.0f}"
               f"{found_sensor.handshakes / s:14,.0f}{tool.peak_rss_mb:13,.0f}")
+    print("start-up (empty capture): " + ", ".join(
+        f"{tool.name.split()[0]} {tool.seconds:.2f} s" for tool in startups))
     print(f"sensor time / floor time: {sensor.seconds / floor.seconds:.2f} (target <= 4)")
     if with_tshark and agree:
         print(f"sensor packets/s / tshark packets/s: {tshark.seconds / sensor.seconds:.2f} "

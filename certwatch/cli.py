@@ -3,46 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from certwatch.bus.memory import MemoryBus
 from certwatch.cli_services import (
     LazyArgumentParser,
     add_max_buffered_flag,
     add_service_commands,
+    worker_count,
 )
-from certwatch.codec import encode
 from certwatch.logs import configure
-from certwatch.metrics import (
-    Collector,
-    ProcessorCollector,
-    SensorCollector,
-    add_metrics_flags,
-    start_metrics,
-)
-from certwatch.output import JsonLinesWriter
-from certwatch.progress import Progress
-from certwatch.replay import ReplayReport, replay, summary
-from certwatch.services import ProcessorService
-from certwatch.workers import cmd_replay_workers, worker_count
-from processors.csr import CsrError, check_csr, exit_status, load_csr, load_private_key
-from processors.engine import Processor
-from processors.policy import Policy
-from processors.policy_file import PolicyError, load_policy
-from processors.profiles import resolve
-from processors.registry import DETECTOR_RULES, DETECTORS
-from schemas.alerts import AlertEvent
-from schemas.events import SensorEvent
-from schemas.export import export_schemas
-from schemas.topics import key_of, topic_of
+from certwatch.metrics import add_metrics_flags
 from sensor.config import DEFAULT_MAX_FLOWS, SensorConfig
-from sensor.sensor import Sensor
+
+if TYPE_CHECKING:
+    from certwatch.bus.memory import MemoryBus
+    from certwatch.output import JsonLinesWriter
+    from certwatch.replay import ReplayReport
+    from certwatch.services import ProcessorService
+    from processors.engine import Processor
+    from processors.policy import Policy
+    from sensor.sensor import Sensor
+
+# Start-up: every command imports what it uses in its handler, so that building the parser
+# costs no import one command alone needs. `certwatch replay --no-alerts` (what the benchmark
+# times, from spawn to exit) imports the sensor and the event writer, and none of the
+# processors, the policy YAML loader or the bus (tests/cli/test_startup_imports.py).
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -129,12 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    try:
-        policy = load_policy(args.policy) if args.policy else Policy()
-    except PolicyError as error:
-        for problem in error.problems:
-            print(f"certwatch: {problem}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    policy: Policy | None = None
+    if args.policy is not None or not args.no_alerts:
+        # A policy given with --no-alerts is still checked: a bad file is a bad command line.
+        from processors.policy import Policy
+        from processors.policy_file import PolicyError, load_policy
+
+        try:
+            policy = load_policy(args.policy) if args.policy else Policy()
+        except PolicyError as error:
+            for problem in error.problems:
+                print(f"certwatch: {problem}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     config = SensorConfig(
         **({"name": args.sensor_name} if args.sensor_name else {}),
         max_flows=args.max_flows,
@@ -144,7 +140,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
         include_chain_der=not args.no_chain_der,
     )
     if args.workers > 1:
+        from certwatch.workers import cmd_replay_workers
+
         return cmd_replay_workers(args, policy, config)
+    return _replay_one_process(args, policy, config)
+
+
+def _replay_one_process(
+    args: argparse.Namespace, policy: Policy | None, config: SensorConfig
+) -> int:
+    from contextlib import ExitStack
+
+    from certwatch.output import JsonLinesWriter
+    from certwatch.replay import summary
+    from sensor.sensor import Sensor
+
     sensor = Sensor(config)
     with ExitStack() as stack:
         try:
@@ -155,10 +165,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"certwatch: cannot write to {error.filename}: {error.strerror}",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
-        processor = None if args.no_alerts else Processor(policy, DETECTORS)
-        report = asyncio.run(_run_replay(args, sensor, processor, events, alerts))
+        if policy is None:  # --no-alerts
+            processor = None
+            report = _replay_events_only(args, sensor, events)
+        else:
+            import asyncio
+
+            from processors.engine import Processor
+            from processors.registry import DETECTORS
+
+            processor = Processor(policy, DETECTORS)
+            report = asyncio.run(_run_replay(args, sensor, processor, events, alerts))
     print(summary(report, sensor, processor.stats if processor else None), file=sys.stderr)
     return EXIT_BAD_INPUT if report.failed else EXIT_OK
+
+
+def _replay_events_only(
+    args: argparse.Namespace, sensor: Sensor, events: JsonLinesWriter
+) -> ReplayReport:
+    """The sensor alone: without pacing or a metrics server nothing needs an event loop, so
+    none is made (``replay_sync``)."""
+    from certwatch.progress import Progress
+
+    if args.speed is None and args.metrics_port is None:
+        from certwatch.replay import replay_sync
+
+        return replay_sync(args.captures, sensor, events.write, Progress())
+    import asyncio
+
+    return asyncio.run(_run_replay(args, sensor, None, events, events))
 
 
 async def _run_replay(
@@ -169,6 +204,14 @@ async def _run_replay(
     alerts: JsonLinesWriter,
 ) -> ReplayReport:
     """The whole pipeline in one process: sensor -> in-memory bus -> processors."""
+    from certwatch.bus.memory import MemoryBus
+    from certwatch.metrics import Collector, ProcessorCollector, SensorCollector, start_metrics
+    from certwatch.progress import Progress
+    from certwatch.replay import replay
+    from certwatch.services import ProcessorService
+    from schemas.alerts import AlertEvent
+    from schemas.events import SensorEvent
+
     service: ProcessorService | None = None
     collectors: list[Collector] = [SensorCollector(sensor)]
     if processor is not None:
@@ -200,6 +243,14 @@ async def _replay_with_processors(
     service: ProcessorService,
     events: JsonLinesWriter,
 ) -> ReplayReport:
+    import asyncio
+
+    from certwatch.codec import encode
+    from certwatch.progress import Progress
+    from certwatch.replay import replay
+    from schemas.events import SensorEvent
+    from schemas.topics import key_of, topic_of
+
     consumer = asyncio.create_task(service.run(service.subscribe()))
 
     async def publish(event: SensorEvent) -> None:
@@ -215,6 +266,9 @@ async def _replay_with_processors(
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
+    from processors.policy_file import PolicyError, load_policy
+    from processors.registry import DETECTOR_RULES
+
     try:
         policy = load_policy(args.policy)
     except PolicyError as error:
@@ -228,6 +282,11 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_csr_check(args: argparse.Namespace) -> int:
+    from processors.csr import CsrError, check_csr, exit_status, load_csr, load_private_key
+    from processors.policy import Policy
+    from processors.policy_file import PolicyError, load_policy
+    from processors.profiles import resolve
+
     try:
         policy = load_policy(args.policy) if args.policy else Policy()
         thresholds = resolve(policy)
@@ -257,6 +316,8 @@ def cmd_csr_check(args: argparse.Namespace) -> int:
 
 
 def _read(path: Path) -> bytes:
+    from processors.csr import CsrError
+
     try:
         return path.read_bytes()
     except OSError as error:
@@ -264,6 +325,8 @@ def _read(path: Path) -> bytes:
 
 
 def cmd_schema_export(args: argparse.Namespace) -> int:
+    from schemas.export import export_schemas
+
     for path in export_schemas(args.directory):
         print(path)
     return EXIT_OK

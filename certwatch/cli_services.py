@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import encodings.idna  # noqa: F401  (resolving broker names after dropping root needs it)
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certwatch.metrics import add_metrics_flags
-from certwatch.workers import worker_count
 from sensor.config import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_FLOWS
 
 if TYPE_CHECKING:
@@ -23,8 +20,9 @@ if TYPE_CHECKING:
     from sensor.capture import LiveCapture
 
 # Start-up: the service commands need aiokafka, aiomqtt, pydantic-settings and
-# prometheus_client, which `certwatch replay` never uses (~0.25 s and ~10 MB a run). So this
-# module imports them in the commands that use them, and the commands' Kafka flags (which
+# prometheus_client, which `certwatch replay` never uses (~0.25 s and ~10 MB a run), and
+# asyncio, which a replay without detectors does not need either. So this module imports
+# them in the commands that use them, and the commands' Kafka flags (which
 # need the settings module) are added to their parser only when that parser is used
 # (:class:`LazyArgumentParser`).
 
@@ -35,6 +33,7 @@ MQTT_PASSWORD_ENV = "CERTWATCH_MQTT_PASSWORD"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+MAX_WORKERS = 64
 
 
 class LazyArgumentParser(argparse.ArgumentParser):
@@ -158,6 +157,17 @@ def add_stats_interval_flag(parser: argparse.ArgumentParser) -> None:
         "input of the byte-rate spike rule); 0 turns them off (default: %(default)s)")
 
 
+def worker_count(text: str) -> int:
+    """``--workers``: 1..MAX_WORKERS (an argparse type)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_WORKERS}, not {count}")
+    return count
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -175,6 +185,8 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> int:
     """``certwatch sensor``; ``capture``: a socket already opened (a ``--workers`` worker's)."""
+    import asyncio
+
     from certwatch.bus.kafka import KafkaBus
     from certwatch.kafka_cli import kafka_settings
     from certwatch.metrics import KernelCollector, SensorCollector, start_metrics
@@ -271,6 +283,9 @@ def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> 
 
 
 def cmd_processor(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
     from certwatch.bus import BrokerUnavailable, BusConfigError, BusError
     from certwatch.bus.kafka import KafkaBus
     from certwatch.bus.mqtt import MqttAlertPublisher
@@ -363,6 +378,8 @@ def mqtt_settings_of(url: str) -> MqttSettings:
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
+    import asyncio
+
     from certwatch.bus import BusError
     from certwatch.kafka_cli import kafka_settings
     from certwatch.settings import SettingsError

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from certwatch.progress import Progress
-from processors.engine import ProcessorStats
-from schemas.events import SensorEvent
 from sensor.capture import open_capture
 from sensor.errors import CaptureError
-from sensor.pcapfile import CaptureReader
-from sensor.sensor import Sensor
+
+if TYPE_CHECKING:
+    # Annotations only: a replay without detectors imports no processor module (start-up).
+    from certwatch.progress import Progress
+    from processors.engine import ProcessorStats
+    from schemas.events import SensorEvent
+    from sensor.pcapfile import CaptureReader
+    from sensor.sensor import Sensor
 
 log = logging.getLogger("certwatch.replay")
 
-PROGRESS_EVERY = 4096  # packets between progress redraw checks (a power of two)
-PROGRESS_MASK = PROGRESS_EVERY - 1
 #: Cyclic garbage collector thresholds while replaying (see ``collector_tuned``).
 REPLAY_GC_THRESHOLDS = (50_000, 50, 100)
 
@@ -74,20 +75,57 @@ async def replay(
     event loop so consumers of the events (the processors) keep up as the replay goes.
     With ``speed`` the frames are paced by their capture timestamps (1.0 = as captured,
     2.0 = twice as fast); without it they go as fast as they can be read."""
+    import asyncio  # already loaded: this runs on its event loop (replay_sync needs none)
+
     with collector_tuned():
-        return await _replay(paths, sensor, emit, progress, speed)
+        report = ReplayReport()
+        started = time.perf_counter()
+        pacer = Pacer(speed) if speed else None
+        for path, reader in _opened(paths, report):
+            with reader:
+                if pacer is None:
+                    for events in _batch_events(reader, path, sensor, progress):
+                        for event in events:
+                            await emit(event)
+                        report.events += len(events)
+                        await asyncio.sleep(0)
+                else:
+                    await _replay_paced(reader, path, sensor, emit, report, progress, pacer)
+            _account(reader, path, report)
+        for event in sensor.finish():
+            await emit(event)
+            report.events += 1
+        return _done(report, progress, started)
 
 
-async def _replay(
+def replay_sync(
     paths: Sequence[str],
     sensor: Sensor,
-    emit: Callable[[SensorEvent], Awaitable[None]],
-    progress: Progress | None,
-    speed: float | None,
+    emit: Callable[[SensorEvent], object],
+    progress: Progress | None = None,
 ) -> ReplayReport:
-    report = ReplayReport()
-    started = time.perf_counter()
-    pacer = Pacer(speed) if speed else None
+    """:func:`replay` without an event loop, as fast as the captures can be read, for a
+    caller whose ``emit`` is a plain function (the events written to a file): the same
+    events in the same order, the same report."""
+    with collector_tuned():
+        report = ReplayReport()
+        started = time.perf_counter()
+        for path, reader in _opened(paths, report):
+            with reader:
+                for events in _batch_events(reader, path, sensor, progress):
+                    for event in events:
+                        emit(event)
+                    report.events += len(events)
+            _account(reader, path, report)
+        events = sensor.finish()
+        for event in events:
+            emit(event)
+        report.events += len(events)
+        return _done(report, progress, started)
+
+
+def _opened(paths: Sequence[str], report: ReplayReport) -> Iterator[tuple[str, CaptureReader]]:
+    """Each capture that opens, with its path; one that does not is logged and reported."""
     for path in paths:
         try:
             reader = open_capture(path)
@@ -96,45 +134,40 @@ async def _replay(
             report.failed.append((path, str(error)))
             continue
         report.captures += 1
-        with reader:
-            if pacer is None:
-                await _replay_batches(reader, path, sensor, emit, report, progress)
-            else:
-                await _replay_paced(reader, path, sensor, emit, report, progress, pacer)
-            if reader.truncated:
-                log.warning("%s: capture is truncated; read what was complete", path)
-                report.truncated.append(path)
-            report.skipped_records += reader.skipped_records
-    for event in sensor.finish():
-        await emit(event)
-        report.events += 1
+        yield path, reader
+
+
+def _account(reader: CaptureReader, path: str, report: ReplayReport) -> None:
+    """What reading one capture left to report: truncation, malformed records."""
+    if reader.truncated:
+        log.warning("%s: capture is truncated; read what was complete", path)
+        report.truncated.append(path)
+    report.skipped_records += reader.skipped_records
+
+
+def _done(report: ReplayReport, progress: Progress | None, started: float) -> ReplayReport:
     if progress is not None:
         progress.clear()
     report.seconds = time.perf_counter() - started
     return report
 
 
-async def _replay_batches(
-    reader: CaptureReader, path: str, sensor: Sensor,
-    emit: Callable[[SensorEvent], Awaitable[None]], report: ReplayReport,
-    progress: Progress | None,
-) -> None:
-    """As fast as the capture can be read: the sensor takes the frames a batch at a time
-    (``Sensor.process_many``: no per-packet call here), and the batch's events are handed
-    on in order before the next batch."""
-    frames, queue, drain = iter(reader), sensor.queue, sensor.drain
-    while True:
-        taken = sensor.process_many(frames, PROGRESS_EVERY)
-        if queue:
-            for event in drain():
-                await emit(event)
-                report.events += 1
-        if taken < PROGRESS_EVERY:
-            return
-        await asyncio.sleep(0)
+def _batch_events(
+    reader: CaptureReader, path: str, sensor: Sensor, progress: Progress | None
+) -> Iterator[list[SensorEvent]]:
+    """As fast as the capture can be read: the reader hands over lists of frames
+    (``CaptureReader.batches``: no generator resume and no record object per frame) and the
+    sensor takes each list whole (``Sensor.process_many``: no per-packet call here); yields
+    the events of each list, in order (often none), before the next list is read."""
+    process_many, queue, drain = sensor.process_many, sensor.queue, sensor.drain
+    stats = sensor.stats
+    for batch in reader.batches():  # progress and the event loop get a turn each list
+        process_many(iter(batch), len(batch))
+        del batch  # the frames may go before the next list is read: one list held, not two
+        yield drain() if queue else []
         if progress is not None:
             progress.update(path, reader.bytes_read, reader.bytes_total,
-                            sensor.stats.packets, sum(sensor.stats.handshakes.values()))
+                            stats.packets, sum(stats.handshakes.values()))
 
 
 async def _replay_paced(
@@ -143,19 +176,21 @@ async def _replay_paced(
     progress: Progress | None, pacer: Pacer,
 ) -> None:
     """Frames handed to the sensor at their captured pace, events on as they come."""
+    import asyncio
+
     process, queue, drain = sensor.process, sensor.queue, sensor.drain
-    for count, (timestamp, linktype, data) in enumerate(reader, 1):
-        await pacer.wait_until(timestamp)
-        process(timestamp, linktype, data)
-        if queue:
-            for event in drain():
-                await emit(event)
-                report.events += 1
-        if not count & PROGRESS_MASK:
-            await asyncio.sleep(0)
-            if progress is not None:
-                progress.update(path, reader.bytes_read, reader.bytes_total,
-                                sensor.stats.packets, sum(sensor.stats.handshakes.values()))
+    for batch in reader.batches():
+        for timestamp, linktype, data in batch:
+            await pacer.wait_until(timestamp)
+            process(timestamp, linktype, data)
+            if queue:
+                for event in drain():
+                    await emit(event)
+                    report.events += 1
+        await asyncio.sleep(0)
+        if progress is not None:
+            progress.update(path, reader.bytes_read, reader.bytes_total,
+                            sensor.stats.packets, sum(sensor.stats.handshakes.values()))
 
 
 class Pacer:
@@ -172,6 +207,8 @@ class Pacer:
         due = self._origin[1] + (timestamp - self._origin[0]) / self.speed
         delay = due - time.monotonic()
         if delay > 0.001:
+            import asyncio
+
             await asyncio.sleep(delay)
 
 

@@ -54,19 +54,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from certwatch.bus.memory import MemoryBus
 from certwatch.codec import encode
-from certwatch.metrics import Collector, ProcessorCollector, SensorCollector, start_metrics
 from certwatch.output import JsonLinesWriter
 from certwatch.progress import Progress
 from certwatch.replay import ReplayReport, summary
-from certwatch.services import ProcessorService
-from processors.engine import Processor
-from processors.policy import Policy
-from processors.registry import DETECTORS
-from schemas.alerts import AlertEvent
 from schemas.events import CertificateEvent, SensorEvent, TrafficStatsEvent
 from schemas.topics import TRAFFIC_STATS_TOPIC, key_of, topic_of
 from sensor.anomalies import Anomaly, AnomalyCounter
@@ -76,13 +69,22 @@ from sensor.errors import CaptureError
 from sensor.sensor import Sensor
 from sensor.traffic import LIMIT_ANOMALY
 
+if TYPE_CHECKING:
+    # The detectors, the bus and the metrics server are imported where they are used:
+    # ``--no-alerts`` needs none of them (start-up).
+    from certwatch.bus.memory import MemoryBus
+    from certwatch.metrics import Collector
+    from certwatch.services import ProcessorService
+    from processors.engine import Processor
+    from processors.policy import Policy
+    from schemas.alerts import AlertEvent
+
 log = logging.getLogger("certwatch.workers")
 
 SEND_MASK = 16_384 - 1  # a watermark every 16384 frames at least, so the parent can release
 SEND_EVERY_ITEMS = 512  # events per pipe message at most (one pickle, one write)
 MAX_HELD = 50_000  # events the parent holds from one worker before it stops reading it
 END = 1 << 62  # the frame tag of what ``Sensor.finish`` emits: after every frame
-MAX_WORKERS = 64
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
 FlowEnds = tuple[tuple[bytes, int], tuple[bytes, int]]
@@ -231,17 +233,18 @@ def run_worker(index: int, workers: int, paths: Sequence[str], config: SensorCon
             continue
         report.captures += 1
         with reader:
-            for timestamp, linktype, data in reader:
-                frame += 1
-                # This worker's frames are processed, the others only move the clock; the
-                # owner test (sensor.flowhash) shares process()'s header unpack.
-                share(timestamp, linktype, data, workers, index)
-                if queue or raw:
-                    outbox.collect(frame, drain())
-                if not frame & SEND_MASK or len(outbox.items) >= SEND_EVERY_ITEMS:
-                    if index == 0:
-                        outbox.progress = (path, reader.bytes_read, reader.bytes_total)
-                    outbox.send(frame)
+            for batch in reader.batches():  # lists of frames: no per-frame generator resume
+                for timestamp, linktype, data in batch:
+                    frame += 1
+                    # This worker's frames are processed, the others only move the clock;
+                    # the owner test (sensor.flowhash) shares process()'s header unpack.
+                    share(timestamp, linktype, data, workers, index)
+                    if queue or raw:
+                        outbox.collect(frame, drain())
+                    if not frame & SEND_MASK or len(outbox.items) >= SEND_EVERY_ITEMS:
+                        if index == 0:
+                            outbox.progress = (path, reader.bytes_read, reader.bytes_total)
+                        outbox.send(frame)
             if reader.truncated:
                 if index == 0:
                     log.warning("%s: capture is truncated; read what was complete", path)
@@ -518,8 +521,11 @@ class TextLinesWriter(JsonLinesWriter):
         self.written += 1
 
 
-def cmd_replay_workers(args: argparse.Namespace, policy: Policy, config: SensorConfig) -> int:
-    """``certwatch replay`` with ``--workers`` > 1: the same output as one worker."""
+def cmd_replay_workers(
+    args: argparse.Namespace, policy: Policy | None, config: SensorConfig
+) -> int:
+    """``certwatch replay`` with ``--workers`` > 1: the same output as one worker.
+    ``policy`` is None with ``--no-alerts``, else the detectors' policy."""
     problem = workers_refuse(args.captures, args.speed)
     if problem:
         print(f"certwatch: {problem}", file=sys.stderr)
@@ -533,7 +539,13 @@ def cmd_replay_workers(args: argparse.Namespace, policy: Policy, config: SensorC
             print(f"certwatch: cannot write to {error.filename}: {error.strerror}",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
-        processor = None if args.no_alerts else Processor(policy, DETECTORS)
+        processor = None
+        if not args.no_alerts:
+            from processors.engine import Processor
+            from processors.policy import Policy
+            from processors.registry import DETECTORS
+
+            processor = Processor(policy or Policy(), DETECTORS)
         try:
             report, sensor = asyncio.run(_pipeline(args, config, processor, events, alerts))
         except WorkerError as error:
@@ -552,7 +564,13 @@ async def _pipeline(
 ) -> tuple[ReplayReport, Sensor]:
     """Workers -> merger -> events file, and -> in-memory bus -> processors (as one
     process does, through the same bus, so the processors see the same bytes)."""
-    bus = MemoryBus() if processor is not None else None
+    from certwatch.metrics import ProcessorCollector, SensorCollector, start_metrics
+
+    bus: MemoryBus | None = None
+    if processor is not None:
+        from certwatch.bus.memory import MemoryBus
+
+        bus = MemoryBus()
 
     async def emit(topic: str, key: str, text: str) -> None:
         events.write_text(text)
@@ -564,6 +582,8 @@ async def _pipeline(
     consumer: asyncio.Task[None] | None = None
     collectors: list[Collector] = [SensorCollector(merger.sensor)]
     if processor is not None and bus is not None:
+        from certwatch.services import ProcessorService
+
         async def write_alert(alert: AlertEvent) -> None:
             alerts.write(alert)
 
@@ -582,17 +602,6 @@ async def _pipeline(
             await consumer
         if metrics is not None:
             await metrics.close()
-
-
-def worker_count(text: str) -> int:
-    """``--workers``: 1..MAX_WORKERS (an argparse type)."""
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= count <= MAX_WORKERS:
-        raise argparse.ArgumentTypeError(f"must be 1..{MAX_WORKERS}, not {count}")
-    return count
 
 
 def workers_refuse(paths: Sequence[str], speed: float | None) -> str | None:

@@ -8,12 +8,14 @@ The HTTP server is a few lines of asyncio on the service's own loop (opt-in port
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
+    # asyncio too: `certwatch replay` imports this module for its summary counters only.
+    import asyncio
+
     # prometheus_client is imported where metrics are made or served, not with this module:
     # `certwatch replay` without --metrics-port never needs it (start-up time and memory).
     from prometheus_client import CollectorRegistry
@@ -156,6 +158,8 @@ class MetricsServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (useful with port 0)."""
+        import asyncio
+
         self._server = await asyncio.start_server(self._handle, host, port)
         bound: int = self._server.sockets[0].getsockname()[1]
         log.info("metrics on http://%s:%d/metrics", host, bound)
@@ -167,6 +171,8 @@ class MetricsServer:
             await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import asyncio
+
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
             path = request.split(b" ", 2)[1].decode("ascii", "replace") if b" " in request else ""

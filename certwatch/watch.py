@@ -20,7 +20,6 @@ it imports only the standard library at the top; the pipeline is imported when i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
 
     from pydantic import BaseModel
@@ -158,6 +158,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             return _fail(str(error))
         except OSError as error:
             return _fail(f"cannot write to {error.filename}: {error.strerror}")
+        import asyncio
+
         outcome = asyncio.run(_watch(args, capture, sensor, processor, events, alerts))
         capture.close()
     print(summary(outcome.report, sensor, processor.stats if processor else None,
@@ -249,6 +251,8 @@ async def _watch(
     events: LineWriter | None,
     alerts: LineWriter | None,
 ) -> WatchOutcome:
+    import asyncio
+
     from certwatch.metrics import (
         KernelCollector,
         ProcessorCollector,
@@ -326,6 +330,8 @@ class AlertPipeline:
     def start(self) -> None:
         if self.service is not None and self.publisher is not None:
             # Subscribed before anything is published: the in-memory bus keeps no history.
+            import asyncio
+
             messages = self.service.subscribe()
             self._consumer = asyncio.create_task(self.service.run(messages), name="processors")
             self.publisher.start()
@@ -370,6 +376,8 @@ class LiveLoop:
 
     def __init__(self, capture: LiveCapture, sensor: Sensor,
                  emit: Callable[[SensorEvent], None]) -> None:
+        import asyncio
+
         self.capture, self.sensor, self.emit = capture, sensor, emit
         self.events = 0
         self._stopping = False
@@ -381,6 +389,8 @@ class LiveLoop:
         self._wake.set()
 
     async def run(self) -> None:
+        import asyncio
+
         from certwatch.replay import collector_tuned
 
         loop = asyncio.get_running_loop()
@@ -407,6 +417,8 @@ class LiveLoop:
     def _tick(self) -> None:
         # A quiet link still needs the clock to move: idle flows expire and their
         # unfinished handshakes are reported (Sensor.advance, at the next wake-up).
+        import asyncio
+
         self._wake.set()
         self._tick_handle = asyncio.get_running_loop().call_later(TICK, self._tick)
 

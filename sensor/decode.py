@@ -28,10 +28,14 @@ from typing import NamedTuple
 from sensor.errors import CaptureError, DecodeError
 
 __all__ = [
+    "ETH_IPV4_ADDRS",
+    "ETH_IPV4_ADDRS_TCP",
     "ETH_IPV4_TCP_ALL",
+    "ETH_IPV4_TCP_FLAGS",
     "ETH_IPV4_TCP_HEAD",
     "SUPPORTED_LINKTYPES",
     "TCP_PORTS_FLAGS",
+    "TCP_PORTS_SEQ_ACK",
     "TCP_SEQ_ACK",
     "TcpSegment",
     "decode_frame",
@@ -103,6 +107,18 @@ ETH_IPV4_TCP_HEAD = _ETH_IPV4.unpack_from
 TCP_PORTS_FLAGS = struct.Struct("!HH8xBB").unpack_from
 #: (sequence number, acknowledgment number), unpacked at 4 bytes into a TCP header.
 TCP_SEQ_ACK = struct.Struct("!II").unpack_from
+#: (EtherType, version/IHL, total length, fragment field, protocol, data offset, flags) at
+#: offset 12 of an Ethernet frame, the TCP part taken at offset 34 (IHL 5, see below): what
+#: ``Sensor.process`` needs to count a packet, without making objects of the addresses and
+#: ports (the flow key is one slice of the frame, ``sensor.flows.flow_key``).
+ETH_IPV4_TCP_FLAGS = struct.Struct("!HBxH2xHxB2x8x12xBB").unpack_from
+#: (source address, destination address, source port, destination port, sequence number,
+#: acknowledgment number) at offset 26 of an Ethernet frame whose IPv4 header has IHL 5.
+ETH_IPV4_ADDRS_TCP = struct.Struct("!4s4sHHII").unpack_from
+#: (source address, destination address) at offset 26 of an Ethernet/IPv4 frame.
+ETH_IPV4_ADDRS = struct.Struct("!4s4s").unpack_from
+#: (source port, destination port, sequence number, acknowledgment number) at a TCP header.
+TCP_PORTS_SEQ_ACK = struct.Struct("!HHII").unpack_from
 #: Both in one call, the TCP header taken at offset 34 (where it is when the IPv4 header has
 #: no options, IHL 5: nearly always); a caller checks the IHL before trusting the TCP part.
 ETH_IPV4_TCP_ALL = struct.Struct("!H" + _IPV4.format[1:] + "HH8xBB").unpack_from

@@ -6,10 +6,18 @@ general path (:meth:`Flow.direction_of`), so the lookup yields the flow itself. 
 is whoever sent the first packet we saw; which side is the TLS client is learnt from the
 SYN or, mid-stream, from who sends the ClientHello.
 
-Memory (issue 5): most flows a tap sees are only counted, and a sensor holds up to
-``max_flows`` of them, so a counted flow keeps nothing but its counters, its two keys (which
-share their address and port objects) and shared placeholders for the parsing state;
-creation order is a deque of flows with lazy deletion, not a second mapping.
+Memory (issue 5: 100,000 flows open at once must fit in well under 150 MB):
+
+* A flow key is one ``bytes`` (:func:`flow_key`): source address, destination address,
+  source port, destination port, and for a tagged frame the VLAN ids then the address
+  length. For untagged IPv4 it is exactly bytes 26..38 of an Ethernet frame whose IPv4
+  header has no options (addresses and ports are contiguous there, RFC 791 3.1 and RFC 9293
+  3.1), so the per-packet path makes it with one slice; 48 bytes an object against ~290 for
+  a tuple of two addresses, two ports and a VLAN tuple, and one hash of 12 bytes per lookup.
+* A flow keeps its counters, keys, state and a reference to its parsing state
+  (:class:`FlowParse`), which exists only while the flow is detected or in its handshake;
+  a counted flow costs its object, its two keys and its two dict entries.
+* Creation order is a deque of flows with lazy deletion, not a second mapping.
 """
 
 from __future__ import annotations
@@ -21,16 +29,59 @@ from enum import Enum
 from sensor.reassembly import StreamReassembler
 from sensor.session import Side, TlsSession
 
-FlowKey = tuple[bytes, bytes, int, int, tuple[int, ...]]
+FlowKey = bytes
+"""A directional flow key, see :func:`flow_key`."""
+FlowTuple = tuple[bytes, bytes, int, int, tuple[int, ...]]
 """(source address, destination address, source port, destination port, VLAN ids)."""
 
 # Shared placeholders of the per-direction lists a flow only sometimes needs; never written
-# (Flow.own_prefix / Flow.own_held replace them with the flow's own lists first).
+# (FlowParse.own_prefix / FlowParse.own_held replace them with the flow's own lists first).
 NO_PREFIX: list[bytes] = [b"", b""]
 NO_START: list[int] = [0, 0]
 NOTHING_HELD: list[tuple[int, bytes] | None] = [None, None]
-NO_SEQ: list[int | None] = [None, None]
 NO_TIME = 0.0
+_IPV4_KEY, _IPV6_KEY = 12, 36  # untagged key lengths: 2 addresses + 2 ports
+# Bits of Flow.fins above the two FIN bits (1 << direction): the flow started a TLS
+# session; the client's direction is known; it is direction 1; the flow's two keys are
+# equal (a connection from a port to itself).
+_TLS_BIT, _CLIENT_KNOWN, _CLIENT_IS_1, _SELF_KEYS = 4, 8, 16, 32
+
+
+def flow_key(src: bytes, dst: bytes, sport: int, dport: int, vlans: tuple[int, ...] = (),
+             ) -> FlowKey:
+    """The key of packets from ``src``:``sport`` to ``dst``:``dport`` with these VLAN ids.
+
+    Untagged: addresses and ports, network order (12 bytes for IPv4, 36 for IPv6). Tagged:
+    then each VLAN id in 2 bytes (a VID is 12 bits, IEEE 802.1Q 9.6) and the address length
+    in one byte, so a tagged key has an odd length and never equals an untagged one, and
+    IPv4 and IPv6 keys stay apart whatever the number of tags."""
+    key = src + dst + (sport << 16 | dport).to_bytes(4, "big")
+    if vlans:
+        key += b"".join(v.to_bytes(2, "big") for v in vlans) + bytes((len(src),))
+    return key
+
+
+def split_key(key: FlowKey) -> FlowTuple:
+    """The fields :func:`flow_key` was made of."""
+    size = len(key)
+    if size in (_IPV4_KEY, _IPV6_KEY):
+        alen, vlans = (size - 4) // 2, b""
+    else:
+        alen = key[-1]
+        vlans = key[2 * alen + 4 : -1]
+    ports = 2 * alen
+    return (key[:alen], key[alen:ports], (key[ports] << 8) | key[ports + 1],
+            (key[ports + 2] << 8) | key[ports + 3],
+            tuple(int.from_bytes(vlans[i : i + 2], "big") for i in range(0, len(vlans), 2)))
+
+
+def reverse_key(key: FlowKey) -> FlowKey:
+    """The key of the packets going the other way."""
+    size = len(key)
+    alen = (size - 4) // 2 if size in (_IPV4_KEY, _IPV6_KEY) else key[-1]
+    ports = 2 * alen
+    return (key[alen:ports] + key[:alen] + key[ports + 2 : ports + 4] + key[ports : ports + 2]
+            + key[ports + 4 :])
 
 
 class FlowState(Enum):
@@ -40,88 +91,45 @@ class FlowState(Enum):
     CLOSED = "closed"  # FIN/RST seen both ways: kept briefly so stragglers don't start a flow
 
 
-class Flow:
-    """One TCP connection. Holds parsing state only while the handshake is in progress."""
+class FlowParse:
+    """What a flow needs while it is detected or in its handshake, dropped afterwards."""
 
-    __slots__ = (
-        "buffered",
-        "bytes",
-        "client_direction",
-        "detect_segments",
-        "early",
-        "fins",
-        "held",
-        "is_tls",
-        "key",
-        "last_seen",
-        "next_seq",
-        "packets",
-        "prefix",
-        "prefix_start",
-        "reassemblers",
-        "reverse_key",
-        "session",
-        "session_start",
-        "state",
-    )
+    __slots__ = ("detect_segments", "early", "held", "next_seq0", "next_seq1", "prefix",
+                 "prefix_start", "reassemblers", "session", "session_start")
 
-    def __init__(self, key: FlowKey, timestamp: float) -> None:
-        src, dst, sport, dport, vlans = key
-        self.key = key
-        self.reverse_key: FlowKey = (dst, src, dport, sport, vlans)
-        self.last_seen = timestamp
-        self.packets = 0
-        self.bytes = 0
-        self.state = FlowState.DETECTING
-        self.client_direction: int | None = None
+    def __init__(self, session_start: float = NO_TIME) -> None:
         # Next sequence number expected per direction, from the SYN or the payload so far:
-        # where reassembly starts when a hello is found (after STARTTLS, mid-stream).
-        self.next_seq: list[int | None] = [None, None]
+        # where reassembly starts when a hello is found (after STARTTLS, mid-stream). Two
+        # slots, not a list: 80 bytes less for each flow being detected.
+        self.next_seq0: int | None = None
+        self.next_seq1: int | None = None
         self.detect_segments = 0
         # The first bytes of the current payload run per direction, so a hello cut into
         # segments of a few bytes is still recognised (RFC 793 allows any segmentation).
-        # Memory: these and ``held`` are the shared, never-mutated NO_PREFIX / NO_START /
+        # These and ``held`` are the shared, never-mutated NO_PREFIX / NO_START /
         # NOTHING_HELD until the flow needs its own (``own_prefix``, ``own_held``).
         self.prefix: list[bytes] = NO_PREFIX
         self.prefix_start: list[int] = NO_START
         # Segments that arrived ahead of a hole while detecting (direction, seq, payload):
         # replayed into the reassembler if a hello is found. Allocated only when needed.
         self.early: list[tuple[int, int, bytes]] | None = None
-        self.fins = 0  # bit 1 << direction: that direction sent FIN
         # Per direction, a segment of zero bytes held back while the handshake is parsed
         # (seq, payload), until the next segment says whether it was data or ACK padding.
         self.held: list[tuple[int, bytes] | None] = NOTHING_HELD
-        self.is_tls = False
         self.session: TlsSession | None = None
-        self.session_start = timestamp
-        self.reassemblers: list[StreamReassembler] | None = None
-        # Bytes this flow holds in buffers, as last accounted in the sensor's global budget
-        # (``sensor.sensor.BufferBudget``, issue 7).
-        self.buffered = 0
+        # Capture time the session started, set when it does (read only for a session).
+        self.session_start = session_start
+        self.reassemblers: tuple[StreamReassembler, StreamReassembler] | None = None
 
-    @property
-    def keys(self) -> tuple[FlowKey, FlowKey]:
-        """(key of direction 0's packets, key of direction 1's packets)."""
-        return self.key, self.reverse_key
+    def next_seq(self, direction: int) -> int | None:
+        """The next sequence number expected from ``direction`` (None: not known yet)."""
+        return self.next_seq1 if direction else self.next_seq0
 
-    @property
-    def vlans(self) -> tuple[int, ...]:
-        return self.key[4]
-
-    def direction_of(self, key: FlowKey) -> int:
-        """The direction of a packet with this key (one of the flow's two). A flow whose two
-        keys are equal (a connection from a port to itself) counts its packets as direction 1,
-        the direction its second table entry named before."""
-        return 1 if key == self.reverse_key else 0
-
-    @property
-    def addresses(self) -> tuple[bytes, bytes]:
-        """(address of direction 0's sender, address of direction 1's sender)."""
-        return self.key[0], self.key[1]
-
-    @property
-    def ports(self) -> tuple[int, int]:
-        return self.key[2], self.key[3]
+    def set_next_seq(self, direction: int, seq: int) -> None:
+        if direction:
+            self.next_seq1 = seq
+        else:
+            self.next_seq0 = seq
 
     def own_prefix(self) -> None:
         """Give the flow its own ``prefix`` and ``prefix_start`` lists before writing them."""
@@ -135,6 +143,117 @@ class Flow:
             self.held = [None, None]
         return self.held
 
+
+class Flow:
+    """One TCP connection. Holds parsing state (``parse``) only while the handshake is in
+    progress or TLS is still being looked for."""
+
+    # Eight slots (96 bytes a flow): the reverse key is the table's (and computed when
+    # needed), the client's direction and a few flags are bits of ``fins``.
+    __slots__ = ("buffered", "bytes", "fins", "fkey", "last_seen", "packets", "parse", "state")
+
+    def __init__(self, key: FlowKey, timestamp: float) -> None:
+        self.fkey = key
+        self.last_seen = timestamp
+        self.packets = 0
+        self.bytes = 0
+        self.state = FlowState.DETECTING
+        # bit 1 << direction: that direction sent FIN; then _TLS_BIT, _CLIENT_KNOWN,
+        # _CLIENT_IS_1, _SELF_KEYS
+        self.fins = _SELF_KEYS if reverse_key(key) == key else 0
+        self.parse: FlowParse | None = FlowParse()
+        # Bytes this flow holds in buffers, as last accounted in the sensor's global budget
+        # (``sensor.sensor.BufferBudget``, issue 7).
+        self.buffered = 0
+
+    @property
+    def rkey(self) -> FlowKey:
+        """The key of direction 1's packets."""
+        return reverse_key(self.fkey)
+
+    @property
+    def keys(self) -> tuple[FlowKey, FlowKey]:
+        """(key of direction 0's packets, key of direction 1's packets)."""
+        return self.fkey, reverse_key(self.fkey)
+
+    @property
+    def client_direction(self) -> int | None:
+        """The direction the TLS client sends in, None while not known."""
+        fins = self.fins
+        if not fins & _CLIENT_KNOWN:
+            return None
+        return 1 if fins & _CLIENT_IS_1 else 0
+
+    @client_direction.setter
+    def client_direction(self, value: int | None) -> None:
+        fins = self.fins & ~(_CLIENT_KNOWN | _CLIENT_IS_1)
+        if value is not None:
+            fins |= _CLIENT_KNOWN | (_CLIENT_IS_1 if value else 0)
+        self.fins = fins
+
+    @property
+    def key(self) -> FlowTuple:
+        """Direction 0's key as its fields (source address, destination address, source
+        port, destination port, VLAN ids)."""
+        return split_key(self.fkey)
+
+    @property
+    def vlans(self) -> tuple[int, ...]:
+        return split_key(self.fkey)[4]
+
+    @property
+    def is_tls(self) -> bool:
+        """Whether a TLS (or QUIC/DTLS) session was started on this flow."""
+        return bool(self.fins & _TLS_BIT)
+
+    @is_tls.setter
+    def is_tls(self, value: bool) -> None:
+        self.fins = self.fins | _TLS_BIT if value else self.fins & ~_TLS_BIT
+
+    @property
+    def session(self) -> TlsSession | None:
+        parse = self.parse
+        return parse.session if parse is not None else None
+
+    @property
+    def reassemblers(self) -> tuple[StreamReassembler, StreamReassembler] | None:
+        parse = self.parse
+        return parse.reassemblers if parse is not None else None
+
+    @property
+    def early(self) -> list[tuple[int, int, bytes]] | None:
+        parse = self.parse
+        return parse.early if parse is not None else None
+
+    @property
+    def session_start(self) -> float:
+        """Capture time the session started (``NO_TIME`` once the parsing state is gone)."""
+        parse = self.parse
+        return parse.session_start if parse is not None else NO_TIME
+
+    @session_start.setter
+    def session_start(self, value: float) -> None:
+        if self.parse is None:
+            self.parse = FlowParse(value)
+        self.parse.session_start = value
+
+    def direction_of(self, key: FlowKey) -> int:
+        """The direction of a packet with this key (one of the flow's two). A flow whose two
+        keys are equal (a connection from a port to itself) counts its packets as direction 1,
+        the direction its second table entry named before."""
+        return 0 if key == self.fkey and not self.fins & _SELF_KEYS else 1
+
+    @property
+    def addresses(self) -> tuple[bytes, bytes]:
+        """(address of direction 0's sender, address of direction 1's sender)."""
+        src, dst, _, _, _ = split_key(self.fkey)
+        return src, dst
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        _, _, sport, dport, _ = split_key(self.fkey)
+        return sport, dport
+
     def side(self, direction: int) -> Side:
         """The TLS role of the sender in ``direction`` (the client is known once a session
         has started)."""
@@ -143,22 +262,14 @@ class Flow:
     def client_server(self) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
         """((client address, port), (server address, port)); direction 0 is the client when
         the roles are not known."""
-        c = self.client_direction or 0
-        return (self.addresses[c], self.ports[c]), (self.addresses[1 - c], self.ports[1 - c])
+        src, dst, sport, dport, _ = split_key(self.fkey)
+        if self.fins & _CLIENT_IS_1:
+            return (dst, dport), (src, sport)
+        return (src, sport), (dst, dport)
 
     def drop_parsing_state(self) -> None:
-        """Free everything the handshake needed; from now on the flow is only counted.
-
-        What is left points at shared placeholders (never written: only a DETECTING flow
-        writes ``next_seq``), so a counted flow costs its counters and keys alone."""
-        self.next_seq = NO_SEQ
-        self.session_start = NO_TIME
-        self.session = None
-        self.reassemblers = None
-        self.prefix = NO_PREFIX
-        self.prefix_start = NO_START
-        self.early = None
-        self.held = NOTHING_HELD
+        """Free everything the handshake needed; from now on the flow is only counted."""
+        self.parse = None
         if self.state is not FlowState.CLOSED:
             self.state = FlowState.COUNTING
 
@@ -194,20 +305,21 @@ class FlowTable:
         return self._live >= self.max_flows
 
     def add(self, flow: Flow) -> None:
-        self._entries[flow.key] = flow
-        self._entries[flow.reverse_key] = flow
+        self._entries[flow.fkey] = flow
+        self._entries[reverse_key(flow.fkey)] = flow
         self._order.append(flow)
         self._live += 1
         self.created += 1
 
     def _is_live(self, flow: Flow) -> bool:
-        entries = self._entries
-        return entries.get(flow.key) is flow or entries.get(flow.reverse_key) is flow
+        # A flow's two entries come and go together, and a key of a live flow is never
+        # given to another (a packet with it finds this flow): one look is enough.
+        return self._entries.get(flow.fkey) is flow
 
     def remove(self, flow: Flow) -> None:
         if not self._is_live(flow):
             return
-        for key in (flow.key, flow.reverse_key):
+        for key in (flow.fkey, reverse_key(flow.fkey)):
             if self._entries.get(key) is flow:
                 del self._entries[key]
         self._live -= 1
@@ -226,11 +338,11 @@ class FlowTable:
         """Flows whose last packet is older than their state's idle timeout."""
         # Each flow once: under its first key (the dict keeps the key object it was given).
         return [f for k, f in self._entries.items()
-                if k is f.key and now - f.last_seen > timeouts[f.state]]
+                if k is f.fkey and now - f.last_seen > timeouts[f.state]]
 
     def __iter__(self) -> Iterator[Flow]:
         """The live flows in creation order (a snapshot: the table may change meanwhile).
 
         The dict's order is the flows' creation order: both keys are inserted when a flow is
         added and never again while it lives."""
-        return iter([f for k, f in self._entries.items() if k is f.key])
+        return iter([f for k, f in self._entries.items() if k is f.fkey])

@@ -72,7 +72,7 @@ BATCH_BYTES = 1 << 20
 CHUNK_SIZE = 1 << 20
 #: A mapped file's pages are given back every this many bytes read: pages of a mapping count
 #: in the process's resident size, so without this a 600 MB capture shows as 600 MB RSS.
-RELEASE_EVERY = 16 << 20
+RELEASE_EVERY = 2 << 20
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D

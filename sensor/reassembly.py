@@ -26,7 +26,29 @@ __all__ = ["FAR_WINDOW", "StreamReassembler"]
 FAR_WINDOW = 1 << 30
 _MOD = 1 << 32
 _HALF = 1 << 31
-_NONE_HELD: list[int] = []
+_MAX_SHARED_LIMITS = 64
+
+
+class _Held:
+    """Out-of-order pieces and the rarely moved counters of one direction, allocated on
+    the first piece held or counted (memory: two reassemblers per handshake in flight, and
+    most streams arrive in order). Pieces are disjoint and sorted by stream offset: parallel
+    lists of start offsets, end offsets and bytes (at most max_out_of_order_segments)."""
+
+    __slots__ = ("buffered", "ends", "far_segments", "gaps_skipped", "pieces", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.pieces: list[bytes] = []
+        self.buffered = 0
+        self.far_segments = 0
+        self.gaps_skipped = 0
+
+
+# (max_buffered, max_out_of_order_segments) pairs shared by the reassemblers using them:
+# a sensor makes every reassembler with the same bounds. Bounded (others are not shared).
+_limits: dict[tuple[int, int], tuple[int, int]] = {}
 
 
 class StreamReassembler:
@@ -36,39 +58,54 @@ class StreamReassembler:
     that segment. Counters: ``buffered`` (bytes held out of order), ``gaps_skipped`` (holes
     given up on with :meth:`skip_gap`), ``far_segments`` (segments dropped for being more
     than 1 GiB from the expected sequence number), ``delivered`` (bytes returned so far).
+
+    Memory: four slots; the bounds are a shared pair, and the held pieces and the counters
+    other than ``delivered`` live in a :class:`_Held` made only when first needed.
     """
 
-    __slots__ = (
-        "_ends",
-        "_next_seq",
-        "_pieces",
-        "_starts",
-        "buffered",
-        "delivered",
-        "far_segments",
-        "gaps_skipped",
-        "max_buffered",
-        "max_out_of_order_segments",
-    )
+    __slots__ = ("_held", "_limits", "_next_seq", "delivered")
 
     def __init__(
         self, *, max_buffered: int = 256 * 1024, max_out_of_order_segments: int = 64
     ) -> None:
-        self.max_buffered = max_buffered
-        self.max_out_of_order_segments = max_out_of_order_segments
-        self.buffered = 0
+        limits = (max_buffered, max_out_of_order_segments)
+        shared = _limits.get(limits)
+        if shared is None and len(_limits) < _MAX_SHARED_LIMITS:
+            shared = _limits[limits] = limits
+        self._limits = shared or limits
         self.delivered = 0
-        self.gaps_skipped = 0
-        self.far_segments = 0
         self._next_seq: int | None = None  # sequence number of stream offset ``delivered``
-        # Out-of-order pieces, disjoint and sorted by stream offset: parallel lists of
-        # start offsets, end offsets and bytes (at most max_out_of_order_segments long).
-        # While nothing is held they are the shared, never-mutated _NONE_HELD (memory: two
-        # reassemblers per handshake in flight, and most streams arrive in order); _hold
-        # gives the reassembler its own lists before inserting.
-        self._starts: list[int] = _NONE_HELD
-        self._ends: list[int] = _NONE_HELD
-        self._pieces: list[bytes] = _NONE_HELD  # type: ignore[assignment]
+        self._held: _Held | None = None
+
+    @property
+    def max_buffered(self) -> int:
+        return self._limits[0]
+
+    @property
+    def max_out_of_order_segments(self) -> int:
+        return self._limits[1]
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held out of order."""
+        held = self._held
+        return held.buffered if held is not None else 0
+
+    @property
+    def gaps_skipped(self) -> int:
+        held = self._held
+        return held.gaps_skipped if held is not None else 0
+
+    @property
+    def far_segments(self) -> int:
+        held = self._held
+        return held.far_segments if held is not None else 0
+
+    def _own_held(self) -> _Held:
+        held = self._held
+        if held is None:
+            held = self._held = _Held()
+        return held
 
     def set_initial_sequence(self, isn: int) -> None:
         """Anchor the stream on a SYN's sequence number: the first data byte is ``isn + 1``.
@@ -77,7 +114,7 @@ class StreamReassembler:
         cannot rewind the stream. Data carried on the SYN itself (TCP Fast Open, RFC 7413)
         starts at ``isn + 1``: pass it as ``add(isn + 1, payload)``.
         """
-        if self.delivered == 0 and not self._starts:
+        if self.delivered == 0 and (self._held is None or not self._held.starts):
             self._next_seq = (isn + 1) % _MOD
 
     def add(self, seq: int, payload: bytes) -> bytes:
@@ -95,13 +132,14 @@ class StreamReassembler:
         if dist >= _HALF:
             dist -= _MOD
         if dist > FAR_WINDOW or dist < -FAR_WINDOW:
-            self.far_segments += 1
+            self._own_held().far_segments += 1
             return b""
         if dist <= 0:
             if dist + len(payload) <= 0:
                 return b""  # a retransmission of delivered bytes
             fresh = payload[-dist:] if dist else payload
-            if not self._starts:
+            held = self._held
+            if held is None or not held.starts:
                 self._advance(len(fresh))
                 return fresh
             # Held pieces it overlaps arrived first and win: merge, then drain.
@@ -116,10 +154,11 @@ class StreamReassembler:
         For the end of a capture with loss: what follows a hole may still parse. Counts
         ``gaps_skipped``; returns ``b""`` (and counts nothing) when nothing is held.
         """
-        if not self._starts:
+        held = self._held
+        if held is None or not held.starts:
             return b""
-        self.gaps_skipped += 1
-        self._advance(self._starts[0] - self.delivered)
+        held.gaps_skipped += 1
+        self._advance(held.starts[0] - self.delivered)
         return self._deliver([])
 
     def _advance(self, count: int) -> None:
@@ -129,10 +168,11 @@ class StreamReassembler:
 
     def _deliver(self, parts: list[bytes]) -> bytes:
         """Deliver every held piece that has become contiguous, after ``parts``."""
-        starts, ends, pieces = self._starts, self._ends, self._pieces
+        held = self._own_held()
+        starts, ends, pieces = held.starts, held.ends, held.pieces
         while starts and starts[0] <= self.delivered:
             start, end, piece = starts.pop(0), ends.pop(0), pieces.pop(0)
-            self.buffered -= end - start
+            held.buffered -= end - start
             if end > self.delivered:
                 fresh = piece[self.delivered - start :]
                 parts.append(fresh)
@@ -144,9 +184,8 @@ class StreamReassembler:
 
         ``bounded=False`` is for data at the delivery point, which is drained right away.
         """
-        if self._starts is _NONE_HELD:
-            self._starts, self._ends, self._pieces = [], [], []
-        starts, ends, pieces = self._starts, self._ends, self._pieces
+        held = self._own_held()
+        starts, ends, pieces = held.starts, held.ends, held.pieces
         end = start + len(payload)
         # Cut [start, end) around the held pieces it overlaps: earlier data wins.
         new: list[tuple[int, int]] = []
@@ -167,18 +206,19 @@ class StreamReassembler:
         if not new:
             return  # a duplicate of held data
         added = sum(b - a for a, b in new)
-        if bounded and self.buffered + added > self.max_buffered:
+        max_buffered, max_segments = self._limits
+        if bounded and held.buffered + added > max_buffered:
             raise ReassemblyError(
-                f"out-of-order data would exceed {self.max_buffered} bytes "
-                f"({self.buffered} held, {added} more)"
+                f"out-of-order data would exceed {max_buffered} bytes "
+                f"({held.buffered} held, {added} more)"
             )
-        if bounded and len(starts) + len(new) > self.max_out_of_order_segments:
+        if bounded and len(starts) + len(new) > max_segments:
             raise ReassemblyError(
-                f"more than {self.max_out_of_order_segments} out-of-order segments held"
+                f"more than {max_segments} out-of-order segments held"
             )
         for a, b in new:
             j = bisect_right(starts, a)
             starts.insert(j, a)
             ends.insert(j, b)
             pieces.insert(j, payload[a - start : b - start])
-        self.buffered += added
+        held.buffered += added

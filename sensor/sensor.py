@@ -19,18 +19,31 @@ from sensor.anomalies import Anomaly, AnomalyCounter
 from sensor.build import EventBuilder
 from sensor.config import SensorConfig
 from sensor.decode import (
+    ETH_IPV4_ADDRS,
+    ETH_IPV4_ADDRS_TCP,
     ETH_IPV4_TCP_ALL,
+    ETH_IPV4_TCP_FLAGS,
     ETHERTYPE_IPV4,
     LINKTYPE_ETHERNET,
     SUPPORTED_LINKTYPES,
     TCP_PORTS_FLAGS,
+    TCP_PORTS_SEQ_ACK,
     TCP_SEQ_ACK,
     TcpSegment,
     decode_frame,
 )
 from sensor.errors import DecodeError, ParseError
 from sensor.flowhash import NOT_A_FLOW, endpoints_hash, flow_owner
-from sensor.flows import NO_PREFIX, NO_START, Flow, FlowKey, FlowState, FlowTable
+from sensor.flows import (
+    NO_PREFIX,
+    NO_START,
+    Flow,
+    FlowKey,
+    FlowParse,
+    FlowState,
+    FlowTable,
+    flow_key,
+)
 from sensor.reassembly import StreamReassembler
 from sensor.session import Side, TlsSession
 from sensor.traffic import LIMIT_ANOMALY, TrafficStats, limit_detail, to_events
@@ -65,6 +78,19 @@ def seq_after(a: int, b: int) -> bool:
 
 def _held_bytes(flow: Flow) -> int:
     return flow.buffered
+
+
+def _fast_segment(data: bytes, tcp: int, flags: int, start: int, end: int) -> TcpSegment:
+    """The segment of an untagged Ethernet/IPv4/TCP frame the fast path has checked, from
+    its TCP header offset, flags and payload bounds."""
+    if tcp == 34:
+        src, dst, sport, dport, seq, ack = ETH_IPV4_ADDRS_TCP(data, 26)
+    else:  # IPv4 options
+        src, dst = ETH_IPV4_ADDRS(data, 26)
+        sport, dport, seq, ack = TCP_PORTS_SEQ_ACK(data, tcp)
+    return _new_segment(TcpSegment, (
+        src, dst, sport, dport, seq, ack, flags, data[start:end], _NO_VLANS,
+    ))
 
 
 def hello_role(payload: bytes) -> Side | None:
@@ -176,8 +202,7 @@ class Sensor:
             # key and payload length. Any other segment of this shape is built here from the
             # fields already unpacked and handed to _segment with its flow, so it is neither
             # decoded nor looked up twice. Other frames go the general way below.
-            ethertype, vihl, total, frag, proto, src, dst, sport, dport, doff, flags = (
-                ETH_IPV4_TCP_ALL(data, 12))
+            ethertype, vihl, total, frag, proto, doff, flags = ETH_IPV4_TCP_FLAGS(data, 12)
             if (
                 ethertype == ETHERTYPE_IPV4
                 and 0x45 <= vihl <= 0x4F
@@ -190,10 +215,11 @@ class Sensor:
                     end = len(data)
                 if tcp + 20 <= end:
                     if vihl != 0x45:  # IPv4 options: the TCP header is further on
-                        sport, dport, doff, flags = TCP_PORTS_FLAGS(data, tcp)
+                        _, _, doff, flags = TCP_PORTS_FLAGS(data, tcp)
                     start = tcp + (doff >> 4) * 4
                     if doff >= 0x50 and start <= end:
-                        key = (src, dst, sport, dport, _NO_VLANS)
+                        # The flow key (sensor.flows.flow_key): addresses then ports.
+                        key = data[26:38] if tcp == 34 else data[26:34] + data[tcp : tcp + 4]
                         flow = self._flow_entry(key)
                         if flow is not None:
                             state = flow.state
@@ -206,10 +232,8 @@ class Sensor:
                                 flow.bytes += end - start
                                 flow.last_seen = timestamp
                                 return
-                        seq, ack = TCP_SEQ_ACK(data, tcp + 4)
-                        self._segment(key, flow, _new_segment(TcpSegment, (
-                            src, dst, sport, dport, seq, ack, flags, data[start:end], _NO_VLANS,
-                        )), timestamp)
+                        self._segment(key, flow, _fast_segment(data, tcp, flags, start, end),
+                                      timestamp)
                         return
         self._general(timestamp, linktype, data)
 
@@ -258,7 +282,7 @@ class Sensor:
                             self.now = timestamp
                             if timestamp >= self._next_sweep:
                                 self._sweep(timestamp)
-                        key = (src, dst, sport, dport, _NO_VLANS)
+                        key = src + dst + data[tcp : tcp + 4]  # sensor.flows.flow_key
                         flow = self._flow_entry(key)
                         if flow is not None:
                             state = flow.state
@@ -308,8 +332,7 @@ class Sensor:
                     self._sweep(timestamp)
                     next_sweep = self._next_sweep
             if linktype == LINKTYPE_ETHERNET and size >= 54:
-                ethertype, vihl, total, frag, proto, src, dst, sport, dport, doff, flags = (
-                    ETH_IPV4_TCP_ALL(data, 12))
+                ethertype, vihl, total, frag, proto, doff, flags = ETH_IPV4_TCP_FLAGS(data, 12)
                 if (
                     ethertype == ETHERTYPE_IPV4
                     and 0x45 <= vihl <= 0x4F
@@ -322,10 +345,11 @@ class Sensor:
                         end = size
                     if tcp + 20 <= end:
                         if vihl != 0x45:  # IPv4 options: the TCP header is further on
-                            sport, dport, doff, flags = TCP_PORTS_FLAGS(data, tcp)
+                            _, _, doff, flags = TCP_PORTS_FLAGS(data, tcp)
                         start = tcp + (doff >> 4) * 4
                         if doff >= 0x50 and start <= end:
-                            key = (src, dst, sport, dport, _NO_VLANS)
+                            key = (data[26:38] if tcp == 34
+                                   else data[26:34] + data[tcp : tcp + 4])
                             flow = entry_of(key)
                             if flow is not None:
                                 state = flow.state
@@ -338,12 +362,9 @@ class Sensor:
                                     flow.bytes += end - start
                                     flow.last_seen = timestamp
                                     continue
-                            seq, ack = TCP_SEQ_ACK(data, tcp + 4)
                             self.now = now
-                            segment(key, flow, _new_segment(TcpSegment, (
-                                src, dst, sport, dport, seq, ack, flags, data[start:end],
-                                _NO_VLANS,
-                            )), timestamp)
+                            segment(key, flow, _fast_segment(data, tcp, flags, start, end),
+                                    timestamp)
                             now, next_sweep = self.now, self._next_sweep
                             continue
             self.now = now
@@ -370,10 +391,8 @@ class Sensor:
             self.stats.not_tcp += 1
             self.udp.process(timestamp, linktype, data)
             return
-        key: FlowKey = (
-            segment.src_addr, segment.dst_addr, segment.src_port, segment.dst_port,
-            segment.vlans,
-        )
+        key = flow_key(segment.src_addr, segment.dst_addr, segment.src_port, segment.dst_port,
+                       segment.vlans)
         self._segment(key, self.flows.lookup(key), segment, timestamp)
 
     def _segment(
@@ -477,7 +496,7 @@ class Sensor:
             reason = "rst"
         else:
             flow.fins |= 1 << direction
-            if flow.fins != 3:
+            if flow.fins & 3 != 3:  # the other bits of fins are flags (sensor.flows)
                 return
             reason = "fin"
         if flow.state is FlowState.HANDSHAKE:
@@ -498,84 +517,90 @@ class Sensor:
     # -- finding TLS -----------------------------------------------------------------------
 
     def _detect(self, flow: Flow, direction: int, segment: TcpSegment, timestamp: float) -> None:
+        parse = flow.parse
+        assert parse is not None  # a DETECTING flow has its parsing state
         seq = segment.seq
         if segment.flags & SYN:
             # RFC 9293 3.4: the SYN takes one sequence number; data it carries follows it.
             seq = (seq + 1) & SEQ_MASK
-            flow.next_seq[direction] = seq
+            parse.set_next_seq(direction, seq)
             if flow.client_direction is None:
                 flow.client_direction = direction if not segment.flags & ACK else 1 - direction
         payload = segment.payload
         if not payload:
             return
-        expected = flow.next_seq[direction]
+        expected = parse.next_seq(direction)
         end = (seq + len(payload)) & SEQ_MASK
         if expected is not None:
             if seq_after(seq, expected):
-                self._keep_early(flow, direction, seq, payload)
+                self._keep_early(flow, parse, direction, seq, payload)
                 return
             if not seq_after(end, expected):
                 return  # a retransmission of bytes already looked at
-        flow.own_prefix()
-        prefix = flow.prefix[direction]
-        if prefix and seq == (flow.prefix_start[direction] + len(prefix)) & SEQ_MASK:
+        parse.own_prefix()
+        prefix = parse.prefix[direction]
+        if prefix and seq == (parse.prefix_start[direction] + len(prefix)) & SEQ_MASK:
             prefix += payload
         else:
             prefix = payload
-            flow.prefix_start[direction] = seq
-        flow.next_seq[direction] = end
+            parse.prefix_start[direction] = seq
+        parse.set_next_seq(direction, end)
         if len(prefix) < HELLO_PREFIX:
-            flow.prefix[direction] = prefix
+            parse.prefix[direction] = prefix
             return
-        flow.prefix[direction] = b""
+        parse.prefix[direction] = b""
         role = hello_role(prefix)
         if role is not None:
-            self._start_session(flow, direction, role, flow.prefix_start[direction], prefix,
-                                timestamp)
+            self._start_session(flow, parse, direction, role, parse.prefix_start[direction],
+                                prefix, timestamp)
             return
-        flow.detect_segments += 1
-        if flow.detect_segments >= self.config.detect_segments:
+        parse.detect_segments += 1
+        if parse.detect_segments >= self.config.detect_segments:
             flow.drop_parsing_state()  # COUNTING, and nothing kept for detection
             self._account(flow)
             self.stats.not_tls_flows += 1
 
     def _start_session(
-        self, flow: Flow, direction: int, role: Side, start_seq: int, data: bytes,
-        timestamp: float,
+        self, flow: Flow, parse: FlowParse, direction: int, role: Side, start_seq: int,
+        data: bytes, timestamp: float,
     ) -> None:
         """Start following a handshake whose first bytes, ``data``, begin at ``start_seq``."""
         flow.client_direction = direction if role is Side.CLIENT else 1 - direction
         bound = self.config.max_buffered_per_direction
-        flow.reassemblers = [StreamReassembler(max_buffered=bound) for _ in range(2)]
-        flow.reassemblers[direction].set_initial_sequence((start_seq - 1) & SEQ_MASK)
+        reassemblers = parse.reassemblers = (StreamReassembler(max_buffered=bound),
+                                             StreamReassembler(max_buffered=bound))
+        reassemblers[direction].set_initial_sequence((start_seq - 1) & SEQ_MASK)
         other = 1 - direction
-        other_start = flow.prefix_start[other] if flow.prefix[other] else flow.next_seq[other]
+        other_start = (parse.prefix_start[other] if parse.prefix[other]
+                       else parse.next_seq(other))
         if other_start is not None:
-            flow.reassemblers[other].set_initial_sequence((other_start - 1) & SEQ_MASK)
-        flow.session = TlsSession()
-        flow.session_start = timestamp
+            reassemblers[other].set_initial_sequence((other_start - 1) & SEQ_MASK)
+        parse.session = TlsSession()
+        parse.session_start = timestamp
         flow.state = FlowState.HANDSHAKE
         flow.is_tls = True
         self.stats.tls_flows += 1
         self._add_payload(flow, direction, start_seq, data, timestamp)
-        other_prefix = flow.prefix[other]
+        other_prefix = parse.prefix[other]
         if other_prefix and len(other_prefix) <= MAX_ACK_PADDING and not any(other_prefix):
             # Zeros the other side sent so far, on a SYN-ACK or ACK: maybe padding (see
             # is_ack_padding), held until its next data says.
-            flow.own_held()[other] = (flow.prefix_start[other], other_prefix)
+            parse.own_held()[other] = (parse.prefix_start[other], other_prefix)
         elif other_prefix:
-            self._add_payload(flow, other, flow.prefix_start[other], other_prefix, timestamp)
-        for early_direction, early_seq, early_payload in flow.early or ():
+            self._add_payload(flow, other, parse.prefix_start[other], other_prefix, timestamp)
+        for early_direction, early_seq, early_payload in parse.early or ():
             self._add_payload(flow, early_direction, early_seq, early_payload, timestamp)
-        flow.prefix, flow.prefix_start = NO_PREFIX, NO_START
-        flow.early = None
+        parse.prefix, parse.prefix_start = NO_PREFIX, NO_START
+        parse.early = None
         self._account(flow)
 
-    def _keep_early(self, flow: Flow, direction: int, seq: int, payload: bytes) -> None:
-        if flow.early is None:
-            flow.early = []
-        if len(flow.early) < EARLY_SEGMENTS:
-            flow.early.append((direction, seq, payload))
+    def _keep_early(
+        self, flow: Flow, parse: FlowParse, direction: int, seq: int, payload: bytes
+    ) -> None:
+        if parse.early is None:
+            parse.early = []
+        if len(parse.early) < EARLY_SEGMENTS:
+            parse.early.append((direction, seq, payload))
             self._account(flow)
 
     # -- the handshake -----------------------------------------------------------------------
@@ -584,27 +609,30 @@ class Sensor:
         self, flow: Flow, direction: int, segment: TcpSegment, timestamp: float
     ) -> None:
         payload = segment.payload
-        if not payload:
+        parse = flow.parse
+        if not payload or parse is None:
             return
-        held = flow.held[direction]
+        held = parse.held[direction]
         if held is not None:
             # The next data decides what the held zeros were: padding if it starts at the
             # same sequence number (the stream's real bytes are there), else stream data.
-            flow.held[direction] = None
+            parse.held[direction] = None
             if held[0] != segment.seq:
                 self._add_payload(flow, direction, held[0], held[1], timestamp)
         if is_ack_padding(segment.flags, payload):
-            flow.own_held()[direction] = (segment.seq, payload)
+            if flow.parse is parse:  # still in the handshake after the held bytes
+                parse.own_held()[direction] = (segment.seq, payload)
             return
         self._add_payload(flow, direction, segment.seq, payload, timestamp)
 
     def _add_payload(
         self, flow: Flow, direction: int, seq: int, payload: bytes, timestamp: float
     ) -> None:
-        if flow.reassemblers is None:
+        parse = flow.parse
+        if parse is None or parse.reassemblers is None:
             return
         try:
-            data = flow.reassemblers[direction].add(seq, payload)
+            data = parse.reassemblers[direction].add(seq, payload)
         except ParseError as error:
             self._session_failed(flow, error, timestamp)
             return
@@ -612,7 +640,8 @@ class Sensor:
         self._account(flow)
 
     def _feed(self, flow: Flow, direction: int, data: bytes, timestamp: float) -> None:
-        session = flow.session
+        parse = flow.parse
+        session = parse.session if parse is not None else None
         if session is None or not data:
             return
         irregular = len(session.record.irregularities)
@@ -680,13 +709,15 @@ class Sensor:
         sum: an attacker filling every flow's buffers could otherwise hold max_flows x ~1 MiB.
         """
         held = 0
-        reassemblers = flow.reassemblers
-        if reassemblers is not None:
-            held = reassemblers[0].buffered + reassemblers[1].buffered
-        if flow.session is not None:
-            held += flow.session.buffered
-        if flow.early:
-            held += sum(len(early[2]) for early in flow.early)
+        parse = flow.parse
+        if parse is not None:
+            reassemblers = parse.reassemblers
+            if reassemblers is not None:
+                held = reassemblers[0].buffered + reassemblers[1].buffered
+            if parse.session is not None:
+                held += parse.session.buffered
+            if parse.early:
+                held += sum(len(early[2]) for early in parse.early)
         delta = held - flow.buffered
         if not delta:
             return

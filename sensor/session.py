@@ -110,11 +110,49 @@ def _certificate_chain(body: bytes, tls13: bool) -> tuple[bytes, ...]:
     return chain
 
 
+#: Server names and ALPN lists of ClientHellos, by value: clients ask the same few servers
+#: for the same protocols, and a hello is held until its handshake ends (100,000 of them at
+#: once on a busy tap: ~200 bytes each for its own copies). Bounded; a full table is emptied.
+SHARED_HELLO_FIELDS = 4096
+_shared_names: dict[str, str] = {}
+_shared_alpn: dict[tuple[bytes, ...], tuple[bytes, ...]] = {}
+
+
+def _shared_fields(hello: m.ClientHello) -> m.ClientHello:
+    """``hello`` with its server name and ALPN list replaced by equal ones already held by
+    earlier hellos (the same hello when there is nothing to share)."""
+    name, alpn = hello.server_name, hello.alpn
+    shared_name = name if name is None else _shared_names.get(name)
+    shared_alpn = _shared_alpn.get(alpn) if alpn else alpn
+    if shared_name is None and name is not None:
+        if len(_shared_names) >= SHARED_HELLO_FIELDS:
+            _shared_names.clear()
+        shared_name = _shared_names[name] = name
+    if shared_alpn is None:
+        if len(_shared_alpn) >= SHARED_HELLO_FIELDS:
+            _shared_alpn.clear()
+        shared_alpn = _shared_alpn[alpn] = alpn
+    if shared_name is name and shared_alpn is alpn:
+        return hello
+    # The constructor with every field: a third of the cost of dataclasses.replace.
+    return m.ClientHello(
+        hello.legacy_version, hello.random, hello.session_id, hello.cipher_suites,
+        hello.compression_methods, hello.extensions, shared_name, shared_alpn,
+        hello.supported_versions, hello.supported_groups, hello.ec_point_formats,
+        hello.signature_algorithms, hello.sslv2_format, hello.irregularities,
+    )
+
+
 _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
-# Bits of TlsSession._ccs: who has sent ChangeCipherSpec, and whether the parsers were
-# switched to TLS 1.3 record handling (set_tls13), which a parser created later inherits.
+# Bits of TlsSession._ccs: who has sent ChangeCipherSpec; whether the parsers were switched
+# to TLS 1.3 record handling (set_tls13), which a parser created later inherits; who has
+# sent an encrypted record; whether the session is over (``done``). One int, not six slots:
+# a sensor holds a session per handshake in flight.
 _CCS_CLIENT, _CCS_SERVER, _TLS13_PARSERS = 1, 2, 4
+_ENCRYPTED_CLIENT, _ENCRYPTED_SERVER, _DONE = 8, 16, 32
 _CCS_BOTH = _CCS_CLIENT | _CCS_SERVER
+_ENCRYPTED_BOTH = _ENCRYPTED_CLIENT | _ENCRYPTED_SERVER
+_CCS_ENCRYPTED_BOTH = _CCS_BOTH | _ENCRYPTED_BOTH
 
 
 class TlsSession:
@@ -124,17 +162,18 @@ class TlsSession:
     answers costs none) and dropped when the session ends.
     """
 
-    __slots__ = ("_ccs", "_client", "_client_records", "_server", "_server_records", "done",
-                 "record")
+    __slots__ = ("_ccs", "_client", "_server", "record")
 
     def __init__(self) -> None:
         self.record = SessionRecord()
-        self.done = False
         self._client: TlsRecordParser | None = None
         self._server: TlsRecordParser | None = None
-        self._ccs = 0  # _CCS_CLIENT, _CCS_SERVER, _TLS13_PARSERS bits
-        self._client_records = 0  # encrypted records seen per side
-        self._server_records = 0
+        self._ccs = 0  # the bits above
+
+    @property
+    def done(self) -> bool:
+        """The handshake is over (established, failed or cut short): nothing more is parsed."""
+        return bool(self._ccs & _DONE)
 
     def _parser(self, side: Side) -> TlsRecordParser:
         if side is _CLIENT:
@@ -191,7 +230,7 @@ class TlsSession:
         return (client.buffered if client else 0) + (server.buffered if server else 0)
 
     def _finish(self, reason: str) -> None:
-        self.done = True
+        self._ccs |= _DONE
         self.record.ended_by = reason
         versions: set[int] = set()
         for parser in (self._client, self._server):
@@ -222,25 +261,21 @@ class TlsSession:
                 self._finish("alert")
 
     def _on_encrypted(self, side: Side, item: m.EncryptedRecord, timestamp: float) -> None:
-        if side is _CLIENT:
-            self._client_records += 1
-        else:
-            self._server_records += 1
+        self._ccs |= _ENCRYPTED_CLIENT if side is _CLIENT else _ENCRYPTED_SERVER
         sh = self.record.server_hello
         if sh is None:
             return
         if item.content_type == SSLV2_RECORD:
             # SSLv2 (RFC 6101 E, the SSLv2 draft): after the SERVER-HELLO both sides' next
             # records (CLIENT-MASTER-KEY, then encrypted FINISHED) complete the handshake.
-            if self._client_records and self._server_records:
+            if self._ccs & _ENCRYPTED_BOTH == _ENCRYPTED_BOTH:
                 self._established(timestamp)
         elif is_tls13(sh.selected_version):
             # The client's first encrypted record after the server's flight is its Finished
             # (a middlebox-compatibility CCS is not a record the parser reports as encrypted).
-            if side is _CLIENT and self._server_records > 0:
+            if side is _CLIENT and self._ccs & _ENCRYPTED_SERVER:
                 self._established(timestamp)
-        elif (self._ccs & _CCS_BOTH == _CCS_BOTH and self._client_records
-              and self._server_records):
+        elif self._ccs & _CCS_ENCRYPTED_BOTH == _CCS_ENCRYPTED_BOTH:
             self._established(timestamp)
         else:
             self.record.last_handshake_time = timestamp
@@ -277,7 +312,7 @@ class TlsSession:
         # After a HelloRetryRequest the client sends a second ClientHello; the first one is
         # what the client offered unprompted and what JA3/JA4 describe, so it is kept.
         if self.record.client_hello is None:
-            self.record.client_hello = hello
+            self.record.client_hello = _shared_fields(hello)
             self.record.client_hello_time = timestamp
 
     def _on_server_hello(self, hello: m.ServerHello, timestamp: float) -> None:

@@ -30,7 +30,7 @@ from sensor.anomalies import Anomaly, AnomalyCounter
 from sensor.config import SensorConfig
 from sensor.dtls import DTLS_VERSIONS, DtlsSession
 from sensor.errors import DecodeError, ParseError
-from sensor.flows import Flow, FlowKey
+from sensor.flows import Flow, FlowKey, flow_key
 from sensor.quic import VERSIONS, QuicSession
 from sensor.udp import decode_udp
 
@@ -128,8 +128,8 @@ class UdpSensor:
         if datagram is None or not datagram.payload:
             return
         self.stats.datagrams += 1
-        key = (datagram.src_addr, datagram.dst_addr, datagram.src_port, datagram.dst_port,
-               datagram.vlans)
+        key = flow_key(datagram.src_addr, datagram.dst_addr, datagram.src_port,
+                       datagram.dst_port, datagram.vlans)
         entry = self._flows.get(key)
         if entry is None:
             kind = classify(datagram.payload)

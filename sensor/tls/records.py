@@ -87,6 +87,10 @@ def looks_like_tls_start(data: bytes) -> bool:
     return False
 
 
+_STARTED, _SSLV2, _SSLV2_ONLY, _TLS13 = 1, 2, 4, 8  # bits of TlsRecordParser._mode
+_DEFAULT_LIMITS = (DEFAULT_MAX_RECORD_LENGTH, DEFAULT_MAX_HANDSHAKE_LENGTH)
+
+
 class TlsRecordParser:
     """Record-layer parser for one direction of one connection.
 
@@ -112,19 +116,9 @@ class TlsRecordParser:
     SSLv2 records); ``encrypted`` is True once this direction is protected.
     """
 
-    __slots__ = (
-        "_buf",
-        "_error",
-        "_hs",
-        "_max_hs",
-        "_max_record",
-        "_sslv2",
-        "_sslv2_only",
-        "_started",
-        "_tls13",
-        "_versions",
-        "encrypted",
-    )
+    # Memory: a sensor holds one parser per direction of every handshake in flight, so the
+    # bounds are one shared pair and the four flags are bits of ``_mode`` (7 slots, 96 bytes).
+    __slots__ = ("_buf", "_error", "_hs", "_limits", "_mode", "_versions", "encrypted")
 
     def __init__(
         self,
@@ -132,17 +126,17 @@ class TlsRecordParser:
         max_record_length: int = DEFAULT_MAX_RECORD_LENGTH,
         max_handshake_length: int = DEFAULT_MAX_HANDSHAKE_LENGTH,
     ) -> None:
-        self._max_record = max_record_length
-        self._max_hs = max_handshake_length
+        limits = (max_record_length, max_handshake_length)
+        self._limits = _DEFAULT_LIMITS if limits == _DEFAULT_LIMITS else limits
         # The partial record and the partial handshake message, allocated only while one
         # is pending: a sensor holds a parser per direction of every handshake in flight,
         # and most chunks end on a record boundary.
         self._buf: bytearray | None = None
         self._hs: bytearray | None = None
-        self._started = False
-        self._sslv2 = False  # an SSLv2-format hello was seen in this direction
-        self._sslv2_only = False  # ... and it spoke version 2: every record is SSLv2
-        self._tls13 = False
+        # _STARTED: a record was read; _SSLV2: an SSLv2-format hello was seen in this
+        # direction; _SSLV2_ONLY: ... and it spoke version 2, every record is SSLv2;
+        # _TLS13: set_tls13 was called.
+        self._mode = 0
         self._error: ParseError | None = None
         self._versions: tuple[int, ...] = ()  # record versions in order of first sight
         self.encrypted = False
@@ -160,14 +154,14 @@ class TlsRecordParser:
     def set_encrypted(self) -> None:
         """From now on every handshake and alert record of this direction is protected."""
         self.encrypted = True
-        self._tls13 = False
+        self._mode &= ~_TLS13
 
     def set_tls13(self) -> None:
         """TLS 1.3 was selected: ChangeCipherSpec no longer protects the direction and any
         protection it already set is undone (RFC 8446 D.4: a client may send its dummy
         CCS before a second, plaintext ClientHello), and handshake/alert records stay
         readable, because protected 1.3 records are always application_data (5.1)."""
-        self._tls13 = True
+        self._mode |= _TLS13
         self.encrypted = False
 
     def feed(self, data: bytes) -> list[TlsItem]:
@@ -208,16 +202,17 @@ class TlsRecordParser:
         try:
             while end - pos >= 2:
                 b0 = source[pos]
-                if b0 & 0x80 and (self._sslv2 or not self._started):
+                mode = self._mode
+                if b0 & 0x80 and (mode & _SSLV2 or not mode & _STARTED):
                     used = self._sslv2_record(source, pos, end, 2, items)
-                elif self._sslv2_only:
+                elif mode & _SSLV2_ONLY:
                     used = self._sslv2_record(source, pos, end, 3, items)
                 else:
                     used = self._tls_record(source, pos, end, items)
                 if used == 0:
                     break
                 pos += used
-                self._started = True
+                self._mode |= _STARTED
         finally:
             if pos >= end:
                 self._buf = None
@@ -238,8 +233,8 @@ class TlsRecordParser:
         if buf[pos + 1] != 3:
             raise TlsRecordError(f"not a TLS record: major version {buf[pos + 1]}")
         length = (buf[pos + 3] << 8) | buf[pos + 4]
-        if length > self._max_record:
-            raise TlsRecordError(f"record length {length} exceeds {self._max_record}")
+        if length > self._limits[0]:
+            raise TlsRecordError(f"record length {length} exceeds {self._limits[0]}")
         if end - pos < _HEADER + length:
             return 0
         version = (buf[pos + 1] << 8) | buf[pos + 2]
@@ -266,7 +261,7 @@ class TlsRecordParser:
                 items.append(AlertMessage(buf[start], buf[start + 1]))
         elif content_type == CHANGE_CIPHER_SPEC:
             items.append(_CCS)
-            if not self._tls13:
+            if not self._mode & _TLS13:
                 self.encrypted = True
         else:  # application_data, heartbeat
             items.append(EncryptedRecord(content_type, length))
@@ -281,12 +276,12 @@ class TlsRecordParser:
         else:
             source = fragment  # no message pending: read the messages in place
         pos, end = 0, len(source)
+        max_hs = self._limits[1]
         while end - pos >= 4:
             length = (source[pos + 1] << 16) | (source[pos + 2] << 8) | source[pos + 3]
-            if length > self._max_hs:
+            if length > max_hs:
                 raise HandshakeError(
-                    f"handshake message type {source[pos]} length {length} exceeds "
-                    f"{self._max_hs}"
+                    f"handshake message type {source[pos]} length {length} exceeds {max_hs}"
                 )
             if end - pos < 4 + length:
                 break
@@ -314,7 +309,7 @@ class TlsRecordParser:
             return 0
         mask = 0x7F if header == 2 else 0x3F
         length = ((buf[pos] & mask) << 8) | buf[pos + 1]
-        if length == 0 or length > self._max_record:
+        if length == 0 or length > self._limits[0]:
             raise TlsRecordError(f"SSLv2 record length {length} out of range")
         if end - pos < header + length:
             return 0
@@ -322,7 +317,7 @@ class TlsRecordParser:
             self._add_version(0x0002)
         start = pos + header
         body = bytes(buf[start : start + length])
-        if self._sslv2:
+        if self._mode & _SSLV2:
             items.append(EncryptedRecord(SSLV2_RECORD, length))
         elif body[0] == _SSL2_CLIENT_HELLO:
             hello = parse_sslv2_client_hello(body[1:])
@@ -336,7 +331,6 @@ class TlsRecordParser:
         return header + length
 
     def _enter_sslv2(self, version: int) -> None:
-        self._sslv2 = True
         # RFC 6101 E.1: a client offering TLS in an SSLv2 hello continues in TLS records;
         # one that speaks version 2 (or a server that answers in it) stays in SSLv2.
-        self._sslv2_only = version == 0x0002
+        self._mode |= _SSLV2 | (_SSLV2_ONLY if version == 0x0002 else 0)

@@ -6,8 +6,11 @@ builder shares one ``tls`` block per client software, server name, chain and out
 hello summary per client software between events (``sensor.build``).
 Serialising those again for every event was a third of the sensor's cost per handshake, so
 the writer keeps their JSON text, by object identity, in a bounded table, and composes the
-event around it. The text is exactly what ``model_dump_json(by_alias=True,
-exclude_none=True)`` gives for the whole event (tests compare the two).
+event around it; the small parts the builder shares too (``ecs``, ``observer``, the server's
+``destination``, ``network``) are spliced in the same way, so the one serializer call per
+event covers only what is the event's own (times, ids, the client, timing, counters).
+The text is exactly what ``model_dump_json(by_alias=True, exclude_none=True)`` gives for the
+whole event (tests compare the two on every capture).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import IO, Any, Self
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from schemas.base import Observer
+from schemas.base import Ecs, Endpoint, Network, Observer
 from schemas.events import (
     CertificateEvent,
     CertificateExtension,
@@ -32,7 +35,7 @@ from schemas.x509 import X509, CertificateExtra, ChainCertificate, Hashes
 #: Models the event builder shares between events: their JSON text is kept.
 _SHARED: frozenset[type[BaseModel]] = frozenset({
     Tls, TlsServer, ChainCertificate, ClientHelloSummary, ServerHelloSummary, Observer, Hashes,
-    X509, CertificateExtra,
+    X509, CertificateExtra, Ecs, Endpoint, Network,
 })
 #: Models composed field by field, so that the shared models inside them are reused.
 _COMPOSED: frozenset[type[BaseModel]] = frozenset({
@@ -84,14 +87,18 @@ def _plan(cls: type[BaseModel]) -> tuple[_Step, ...]:
 _PLANS = {cls: _plan(cls) for cls in _COMPOSED}
 
 #: A handshake event is written with one serializer call for everything but its shared
-#: parts (``tls`` and the first four members of ``certwatch.tls``, all shared models), whose
-#: text is then put in place (see ``JsonLinesWriter._handshake``). Where: the key that opens
-#: ``certwatch`` and, after it, the one that opens ``certwatch.tls``. A ``"`` inside a JSON
-#: string is always escaped (``\"``), so ``,"certwatch":{`` can only be the member itself,
-#: and between it and ``"tls":{`` there is only ``schema_version`` (an integer).
+#: parts (``ecs``, ``observer``, ``destination``, ``network``, ``tls`` and the first four
+#: members of ``certwatch.tls``, all models the builder shares between events), whose text
+#: is then put in place (see ``JsonLinesWriter._handshake``): before the keys that open
+#: ``event``, ``source`` and ``certwatch``, and after the one that opens ``certwatch.tls``.
+#: A ``"`` inside a JSON string is always escaped (``\"``), so ``,"source":{`` and the others
+#: can only be the members themselves; ``@timestamp`` (a date) comes before ``event``, and
+#: between ``certwatch`` and ``"tls":{`` there is only ``schema_version`` (an integer).
 _HANDSHAKE_SHARED_DETAIL = ("client_hello", "server_hello", "server_chain", "client_chain")
 _HANDSHAKE_EXCLUDE: dict[str, Any] = {
-    "tls": True, "certwatch": {"tls": dict.fromkeys(_HANDSHAKE_SHARED_DETAIL, True)}}
+    "ecs": True, "observer": True, "destination": True, "network": True, "tls": True,
+    "certwatch": {"tls": dict.fromkeys(_HANDSHAKE_SHARED_DETAIL, True)}}
+_EVENT_OPENS, _SOURCE_OPENS = ',"event":{', ',"source":{'
 _CERTWATCH_OPENS, _DETAIL_OPENS = ',"certwatch":{', '"tls":{'
 
 
@@ -104,9 +111,16 @@ class JsonLinesWriter:
         self.written = 0
         # id(model) -> (model, its JSON): the model is kept so its id cannot be reused.
         self._fragments: dict[int, tuple[BaseModel, str]] = {}
+        # (ids of a TlsDetail's first four members) -> (those members, their JSON text).
+        self._heads: dict[tuple[int, int, int, int], tuple[Any, Any, Any, Any, str]] = {}
 
     def write(self, event: BaseModel) -> None:
-        self._stream.write(self.to_json(event))
+        self.write_json(self.to_json(event))
+
+    def write_json(self, text: str) -> None:
+        """Write one line already made by :meth:`to_json` (a caller that also needs the text,
+        e.g. to publish it, composes it once)."""
+        self._stream.write(text)
         self._stream.write("\n")
         self.written += 1
 
@@ -115,17 +129,21 @@ class JsonLinesWriter:
         shared parts written before."""
         cls = type(model)
         if cls in _SHARED:
-            hit = self._fragments.get(id(model))
-            if hit is not None and hit[0] is model:
-                return hit[1]
-            text = _dump(model)
-            if len(self._fragments) >= FRAGMENT_ENTRIES:
-                self._fragments.clear()
-            self._fragments[id(model)] = (model, text)
-            return text
+            return self._fragment(model)
         if cls is HandshakeEvent:
             return self._handshake(model)  # type: ignore[arg-type]
         return self._composed(model, cls)
+
+    def _fragment(self, model: BaseModel) -> str:
+        """The JSON of a model of a ``_SHARED`` class, from the table when written before."""
+        hit = self._fragments.get(id(model))
+        if hit is not None and hit[0] is model:
+            return hit[1]
+        text = _dump(model)
+        if len(self._fragments) >= FRAGMENT_ENTRIES:
+            self._fragments.clear()
+        self._fragments[id(model)] = (model, text)
+        return text
 
     def _composed(self, model: BaseModel, cls: type[BaseModel]) -> str:
         plan = _PLANS.get(cls)
@@ -147,28 +165,58 @@ class JsonLinesWriter:
 
     def _handshake(self, event: HandshakeEvent) -> str:
         """A handshake event: its own members in one serializer call, the shared parts
-        (``tls``; ``certwatch.tls``'s hello summaries and chains, which come first in
-        ``TlsDetail``) from the fragment table, put in place. The result is the text of
-        ``_composed`` (tests compare it with ``model_dump_json``)."""
+        (``ecs``, ``observer``, ``destination``, ``network``, ``tls``; ``certwatch.tls``'s
+        hello summaries and chains, which come first in ``TlsDetail``) from the fragment
+        table, put in place. The result is the text of ``_composed`` (tests compare it with
+        ``model_dump_json``)."""
         text = HandshakeEvent.__pydantic_serializer__.to_json(
             event, exclude=_HANDSHAKE_EXCLUDE, by_alias=True, exclude_none=True).decode()
-        at = text.find(_CERTWATCH_OPENS)
-        opens = text.find(_DETAIL_OPENS, at) + len(_DETAIL_OPENS)
-        if at < 0 or opens < len(_DETAIL_OPENS):  # not the layout expected: the slow way
-            return self._composed(event, HandshakeEvent)
-        detail = event.certwatch.tls
-        parts = []
-        if detail.client_hello is not None:
-            parts.append('"client_hello":' + self.to_json(detail.client_hello))
-        if detail.server_hello is not None:
-            parts.append('"server_hello":' + self.to_json(detail.server_hello))
-        parts.append('"server_chain":[' + ",".join(
-            [self.to_json(entry) for entry in detail.server_chain]) + "]")
-        parts.append('"client_chain":[' + ",".join(
-            [self.to_json(entry) for entry in detail.client_chain]) + "]")
+        event_at = text.find(_EVENT_OPENS)
+        source_at = text.find(_SOURCE_OPENS, event_at)
+        certwatch_at = text.find(_CERTWATCH_OPENS, source_at)
+        opens = text.find(_DETAIL_OPENS, certwatch_at) + len(_DETAIL_OPENS)
+        if event_at < 0 or source_at < 0 or certwatch_at < 0 or opens < len(_DETAIL_OPENS):
+            return self._composed(event, HandshakeEvent)  # not the layout expected
+        fragment = self._fragment  # every part put in place here is of a _SHARED class
         rest = text[opens:]
-        return "".join((text[:at], ',"tls":', self.to_json(event.tls), text[at:opens],
-                        ",".join(parts), "" if rest[0] == "}" else ",", rest))
+        return "".join((
+            text[:event_at], ',"ecs":', fragment(event.ecs),
+            text[event_at:source_at], ',"observer":', fragment(event.observer),
+            text[source_at:certwatch_at], ',"destination":', fragment(event.destination),
+            ',"network":', fragment(event.network), ',"tls":', fragment(event.tls),
+            text[certwatch_at:opens], self._detail_head(event.certwatch.tls),
+            "" if rest[0] == "}" else ",", rest))
+
+    def _detail_head(self, detail: TlsDetail) -> str:
+        """The text of ``certwatch.tls``'s first four members (hello summaries and chains),
+        kept by the identity of the four values: the builder shares the summaries and each
+        chain's list of entries between events, so most events repeat one of a few heads.
+        An empty chain is keyed as such (its list is made per event)."""
+        hello, server_hello = detail.client_hello, detail.server_hello
+        server_chain, client_chain = detail.server_chain, detail.client_chain
+        key = (id(hello), id(server_hello), id(server_chain) if server_chain else 0,
+               id(client_chain) if client_chain else 0)
+        hit = self._heads.get(key)
+        if (hit is not None and hit[0] is hello and hit[1] is server_hello
+                and (hit[2] is server_chain or not server_chain)
+                and (hit[3] is client_chain or not client_chain)):
+            return hit[4]
+        to_json = self.to_json  # not _fragment: another producer may put other models here
+        parts = []
+        if hello is not None:
+            parts.append('"client_hello":' + to_json(hello))
+        if server_hello is not None:
+            parts.append('"server_hello":' + to_json(server_hello))
+        parts.append('"server_chain":[' + ",".join(
+            [to_json(entry) for entry in server_chain]) + "]")
+        parts.append('"client_chain":[' + ",".join(
+            [to_json(entry) for entry in client_chain]) + "]")
+        head = ",".join(parts)
+        if len(self._heads) >= FRAGMENT_ENTRIES:
+            self._heads.clear()
+        # The values are kept so that their ids cannot be reused while the entry lives.
+        self._heads[key] = (hello, server_hello, server_chain, client_chain, head)
+        return head
 
     def _value(self, value: Any) -> str:
         if isinstance(value, BaseModel):

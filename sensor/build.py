@@ -13,7 +13,11 @@ validated once and reused from bounded memo tables; the models are frozen, so sh
 between events is safe. The per-event models are made without validating them again
 (``sensor.fastmodel``: every value is already of its field's type; a test builds every test
 capture's events both ways and compares them), and the small ones that repeat (``network``,
-the server's endpoint, the key exchange) are memoised too.
+the server's endpoint, the key exchange) are memoised too. The seven made for every event
+use ``fastmodel.maker`` constructors (a third of the cost of ``make``); a chain's list of
+entries is memoised with the chain, each ServerHello's memo key is computed once per event,
+and a chain whose certificates were all announced within the TTL is known as such in one
+lookup (``_announced_recently``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import hashlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.base import Endpoint, EventFields, Network, NetworkInner, Observer, Vlan
 from schemas.events import (
@@ -53,7 +57,7 @@ from sensor import fingerprints
 from sensor.anomalies import Anomaly
 from sensor.config import SensorConfig
 from sensor.decode import format_addr
-from sensor.fastmodel import make
+from sensor.fastmodel import make, maker
 from sensor.flows import Flow
 from sensor.session import SessionRecord, Side
 from sensor.tls import messages as m
@@ -69,6 +73,21 @@ MEMO_ENTRIES = 4096
 #: and this many bytes of DER (as ``sensor.session``'s chain cache).
 CHAIN_MEMO_ENTRIES = 1024
 CHAIN_MEMO_BYTES = 8 * 1024 * 1024
+
+# The models made afresh for every handshake event, each by a constructor taking its values
+# in this order (``sensor.fastmodel.maker``: about a third of the cost of ``make``).
+_new_handshake = maker(HandshakeEvent, "timestamp", "event", "observer", "source",
+                       "destination", "network", "tls", "certwatch")
+_new_event_fields = maker(EventFields, "id", "kind", "category", "type", "dataset", "outcome",
+                          "start", "end", "duration")
+_new_endpoint = maker(Endpoint, "ip", "port")
+_new_extension = maker(HandshakeExtension, "tls", "flow")
+_new_counters = maker(FlowCounters, "packets", "bytes")
+_new_timing = maker(HandshakeTiming, "client_hello_to_server_hello",
+                    "server_hello_to_handshake_end")
+_new_detail = maker(TlsDetail, "client_hello", "server_hello", "server_chain", "client_chain",
+                    "certificate_encrypted", "key_exchange", "alerts", "timing",
+                    "record_versions", "ended_by", "parse_error")
 
 
 def utc(timestamp: float) -> datetime:
@@ -133,9 +152,9 @@ class _HelloModels:
     supported_ciphers: list[str]
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeEvents:
-    """A handshake event, the certificate events it brings, and its version for counting."""
+class HandshakeEvents(NamedTuple):
+    """A handshake event, the certificate events it brings, and its version for counting
+    (a NamedTuple: one is made per handshake)."""
 
     handshake: HandshakeEvent
     certificates: list[CertificateEvent]
@@ -150,6 +169,9 @@ class EventBuilder:
         self.observer = Observer(name=config.name)
         self.certificates = CertificateCache(config.certificate_cache_size)
         self._announced: dict[str, float] = {}
+        # id(chain's list of descriptions) -> (that list, the oldest announcement time of
+        # its certificates): see ``_announced_recently``.
+        self._chains_announced: dict[int, tuple[list[CertificateInfo], float]] = {}
         # Memo tables (module docstring), bounded by MEMO_ENTRIES each.
         self.memo_resets = 0
         self._cert_models: dict[str, _CertificateModels] = {}
@@ -158,14 +180,14 @@ class EventBuilder:
         self._ja3s: dict[tuple[Hashable, ...], str] = {}
         self._servers: dict[tuple[Hashable, ...], TlsServer] = {}
         self._chains: dict[int, tuple[tuple[bytes, ...], list[CertificateInfo],
-                                      list[_CertificateModels]]] = {}
+                                      list[_CertificateModels], list[ChainCertificate]]] = {}
         self._chain_bytes = 0
         self._version_lists: dict[frozenset[int], list[str]] = {}
         self._tls_blocks: dict[tuple[Hashable, ...],
                                tuple[_HelloModels | None, TlsServer, Tls]] = {}
         self._networks: dict[tuple[Hashable, ...], Network] = {}
         self._key_exchanges: dict[tuple[int | None, str | None], KeyExchange] = {}
-        self._server_endpoints: dict[tuple[str, int], Endpoint] = {}
+        self._server_endpoints: dict[tuple[bytes, int], Endpoint] = {}
 
     def _remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
         if len(table) >= MEMO_ENTRIES:
@@ -180,82 +202,89 @@ class EventBuilder:
         """The events of one finished handshake. ``ja4_transport`` is JA4's protocol
         character: ``t`` (TCP), ``q`` (QUIC) or ``d`` (DTLS); the latter two are UDP."""
         (client_addr, client_port), (server_addr, server_port) = flow.client_server()
-        client_ip, server_ip = format_addr(client_addr), format_addr(server_addr)
+        client_ip = format_addr(client_addr)
+        destination = self._server_endpoint(server_addr, server_port)
+        server_ip = destination.ip
         start = record.client_hello_time or record.server_hello_time or flow.session_start
         end = record.last_handshake_time or start
-        server_chain, server_models = self._chain(record.server_certificates)
-        client_chain, client_models = self._chain(record.client_certificates)
+        server_chain, server_models, server_entries = self._chain(record.server_certificates)
+        client_chain, client_models, client_entries = self._chain(record.client_certificates)
         ch, sh = record.client_hello, _deciding_server_hello(record)
-        sni = ch.server_name if ch else None
         hello = self._hello_models(ch, ja4_transport) if ch else None
         curve = self._curve(record)
-        tls = self._tls(record, hello, curve, server_chain, server_models, client_models)
-        detail = make(TlsDetail,
-            client_hello=hello.summary if hello else None,
-            server_hello=self._server_hello(sh, record.first_server_hello or sh, ch)
-            if sh else None,
-            server_chain=[models.chain_entry for models in server_models],
-            client_chain=[models.chain_entry for models in client_models],
-            certificate_encrypted=record.server_hello is not None and registry.version_ecs(
-                record.server_hello.selected_version) == ("tls", "1.3"),
-            key_exchange=self._key_exchange(record, curve),
-            alerts=[self._alert(side, alert) for side, alert in record.alerts],
-            timing=make(HandshakeTiming,
-                client_hello_to_server_hello=nanoseconds(
-                    record.client_hello_time, record.server_hello_time),
-                server_hello_to_handshake_end=nanoseconds(
-                    record.server_hello_time, record.last_handshake_time),
-            ),
-            record_versions=self._record_versions(record.record_versions),
-            ended_by=record.ended_by or "capture_end",
-            parse_error=record.parse_error,
+        first_sh = record.first_server_hello or sh
+        # Each ServerHello's key once: the ServerHello summary, JA3S and ``tls.server`` are
+        # memoised by it.
+        first_key = _server_hello_key(first_sh) if first_sh else None
+        tls = self._tls(record, hello, curve, server_chain, server_models, client_models,
+                        first_key)
+        selected = record.server_hello
+        timing = _new_timing(
+            nanoseconds(record.client_hello_time, record.server_hello_time),
+            nanoseconds(record.server_hello_time, record.last_handshake_time))
+        detail = _new_detail(
+            hello.summary if hello else None,
+            self._server_hello(sh, first_sh, ch, first_key) if sh and first_sh else None,
+            server_entries,
+            client_entries,
+            selected is not None
+            and registry.version_ecs(selected.selected_version) == ("tls", "1.3"),
+            self._key_exchange(record, curve),
+            [self._alert(side, alert) for side, alert in record.alerts] if record.alerts
+            else [],
+            timing,
+            self._record_versions(record.record_versions),
+            record.ended_by or "capture_end",
+            record.parse_error,
         )
         started = utc(start)
-        event = make(HandshakeEvent,
-            timestamp=started,
-            event=make(EventFields,
-                id=event_id(self.observer.name, client_ip, client_port, server_ip, server_port,
-                            repr(start)),
-                kind="event",
-                category=["network"],
-                type=["connection", "protocol"],
-                dataset="certwatch.tls.handshake",
-                outcome="success" if record.established else "failure",
-                start=started,
-                end=utc(end),
-                duration=nanoseconds(start, end),
+        name = self.observer.name
+        event = _new_handshake(
+            started,
+            _new_event_fields(
+                # event_id(name, client_ip, client_port, server_ip, server_port, repr(start)),
+                # written out: one f-string instead of str() of each part and a join.
+                hashlib.sha256(f"{name}|{client_ip}|{client_port}|{server_ip}|{server_port}|"
+                               f"{start!r}".encode()).hexdigest()[:24],
+                "event", ["network"], ["connection", "protocol"], "certwatch.tls.handshake",
+                "success" if record.established else "failure",
+                started, started if end == start else utc(end), nanoseconds(start, end),
             ),
-            observer=self.observer,
-            source=make(Endpoint, ip=client_ip, port=client_port),
-            destination=self._server_endpoint(server_ip, server_port),
-            network=self._network(flow, server_addr, ja4_transport),
-            tls=tls,
-            certwatch=make(HandshakeExtension,
-                tls=detail, flow=make(FlowCounters, packets=flow.packets, bytes=flow.bytes)
-            ),
+            self.observer,
+            _new_endpoint(client_ip, client_port),
+            destination,
+            self._network(flow, server_addr, ja4_transport),
+            tls,
+            _new_extension(detail, _new_counters(flow.packets, flow.bytes)),
         )
-        certs = self._certificate_events(
-            start, server_ip, server_port, sni,
-            ((Side.SERVER, server_chain, server_models),
-             (Side.CLIENT, client_chain, client_models)),
-        ) if server_chain or client_chain else []
+        if client_chain or (server_chain and not self._announced_recently(server_chain, start)):
+            certs = self._certificate_events(
+                start, server_ip, server_port, ch.server_name if ch else None,
+                ((Side.SERVER, server_chain, server_models),
+                 (Side.CLIENT, client_chain, client_models)),
+            )
+            if server_chain and not client_chain:
+                self._remember_announced(server_chain)
+        else:
+            certs = []
         label = registry.version_name(sh.selected_version) if sh else "no ServerHello"
         return HandshakeEvents(event, certs, label)
 
-    def _chain(self, ders: tuple[bytes, ...]
-               ) -> tuple[list[CertificateInfo], list[_CertificateModels]]:
-        """Each certificate's description and models, leaf first (the lists are shared
-        between events: read them only). Memoised by the identity of ``ders``: the session
-        layer hands every session that received the same Certificate message the same
-        tuple (``sensor.session``), so a repeated chain costs one lookup."""
+    def _chain(self, ders: tuple[bytes, ...]) -> tuple[
+            list[CertificateInfo], list[_CertificateModels], list[ChainCertificate]]:
+        """Each certificate's description, models and chain entry, leaf first (the lists
+        are shared between events: read them only). Memoised by the identity of ``ders``:
+        the session layer hands every session that received the same Certificate message
+        the same tuple (``sensor.session``), so a repeated chain costs one lookup."""
         if not ders:
-            return [], []
+            return [], [], []
         known = self._chains.get(id(ders))
         if known is not None and known[0] is ders:
-            return known[1], known[2]
+            return known[1], known[2], known[3]
         infos = [self.certificates.describe(der) for der in ders]
         models = [self._certificate_models(der, info)
                   for der, info in zip(ders, infos, strict=True)]
+        entries = [each.chain_entry for each in models]
         # The memo keeps the DER alive (so its id is not reused): bounded in bytes too.
         size = sum(map(len, ders))
         if size <= CHAIN_MEMO_BYTES:
@@ -264,9 +293,9 @@ class EventBuilder:
                 self._chains.clear()
                 self._chain_bytes = 0
                 self.memo_resets += 1
-            self._chains[id(ders)] = (ders, infos, models)
+            self._chains[id(ders)] = (ders, infos, models, entries)
             self._chain_bytes += size
-        return infos, models
+        return infos, models, entries
 
     def _tls(
         self,
@@ -276,13 +305,16 @@ class EventBuilder:
         server_chain: list[CertificateInfo],
         server_models: list[_CertificateModels],
         client_models: list[_CertificateModels],
+        first_key: tuple[Hashable, ...] | None = None,
     ) -> Tls:
         """``tls``: a function of the hello summary, the SNI, the client's chain, the
         ServerHello's version, suite and ALPN, the curve, the outcome and ``tls.server``;
         memoised (~88% hits on the benchmark capture; the writer then reuses its JSON).
-        Shared models are part of the key by identity, checked on a hit."""
+        Shared models are part of the key by identity, checked on a hit. ``first_key`` is
+        ``_server_hello_key`` of the first ServerHello, when the caller has it."""
         ch, sh = record.client_hello, _deciding_server_hello(record)
-        server = self._tls_server(record.first_server_hello or sh, server_chain, server_models)
+        server = self._tls_server(record.first_server_hello or sh, server_chain, server_models,
+                                  first_key)
         key = (
             id(hello), ch.server_name if ch else None, id(server),
             (sh.selected_version, sh.cipher_suite, sh.alpn) if sh else None,
@@ -336,9 +368,10 @@ class EventBuilder:
         first_sh: m.ServerHello | None,
         server_chain: list[CertificateInfo],
         server_models: list[_CertificateModels],
+        first_key: tuple[Hashable, ...] | None = None,
     ) -> TlsServer:
         """``tls.server``: a function of the first ServerHello and the chain, memoised."""
-        ja3s = self._ja3s_of(first_sh) if first_sh else None
+        ja3s = self._ja3s_of(first_sh, first_key) if first_sh else None
         key = (ja3s, *[info.sha256 for info in server_chain])
         server = self._servers.get(key)
         if server is not None:
@@ -358,8 +391,9 @@ class EventBuilder:
         self._remember(self._servers, key, server)
         return server
 
-    def _ja3s_of(self, sh: m.ServerHello) -> str:
-        key = _server_hello_key(sh)
+    def _ja3s_of(self, sh: m.ServerHello, key: tuple[Hashable, ...] | None = None) -> str:
+        if key is None:
+            key = _server_hello_key(sh)
         ja3s = self._ja3s.get(key)
         if ja3s is None:
             ja3s = fingerprints.ja3s(sh)
@@ -438,14 +472,17 @@ class EventBuilder:
         )
 
     def _server_hello(
-        self, sh: m.ServerHello, first: m.ServerHello, ch: m.ClientHello | None
+        self, sh: m.ServerHello, first: m.ServerHello, ch: m.ClientHello | None,
+        first_key: tuple[Hashable, ...] | None = None,
     ) -> ServerHelloSummary:
         """The ServerHello that settled the session, with the fingerprints of the ``first``
         one the server sent (the HelloRetryRequest, if any; see ``SessionRecord``).
-        Memoised by what it is a function of."""
+        Memoised by what it is a function of (``first_key``: ``first``'s key, if known)."""
         echoed = bool(ch and ch.session_id and ch.session_id == sh.session_id)
-        sh_key = _server_hello_key(sh)
-        key = (sh_key, sh_key if first is sh else _server_hello_key(first), echoed)
+        if first_key is None:
+            first_key = _server_hello_key(first)
+        sh_key = first_key if first is sh else _server_hello_key(sh)
+        key = (sh_key, first_key, echoed)
         summary = self._server_hellos.get(key)
         if summary is None:
             summary = self._new_server_hello(sh, first, echoed)
@@ -495,12 +532,15 @@ class EventBuilder:
             self._remember(self._networks, key, network)
         return network
 
-    def _server_endpoint(self, ip: str, port: int) -> Endpoint:
-        """``destination``: servers repeat (clients, with their ephemeral ports, do not)."""
-        endpoint = self._server_endpoints.get((ip, port))
+    def _server_endpoint(self, addr: bytes, port: int) -> Endpoint:
+        """``destination``, memoised by the address's bytes and the port (the address is
+        formatted once per server): servers repeat (clients, with their ephemeral ports,
+        do not)."""
+        key = (addr, port)
+        endpoint = self._server_endpoints.get(key)
         if endpoint is None:
-            endpoint = make(Endpoint, ip=ip, port=port)
-            self._remember(self._server_endpoints, (ip, port), endpoint)
+            endpoint = _new_endpoint(format_addr(addr), port)
+            self._remember(self._server_endpoints, key, endpoint)
         return endpoint
 
     # -- certificates ------------------------------------------------------------------------
@@ -613,6 +653,29 @@ class EventBuilder:
                 ))
         return events
 
+    def _announced_recently(self, chain: list[CertificateInfo], timestamp: float) -> bool:
+        """Whether every certificate of ``chain`` (a list shared by the chain memo) was
+        announced within the TTL before ``timestamp``, so that ``_certificate_events`` would
+        make no event: one lookup instead of one per certificate. The oldest announcement
+        time of the chain is kept (``_remember_announced``); a certificate announced again
+        since only makes the true oldest time later, so the answer can only err towards
+        "no" (then the full check runs). Pruning ``_announced`` empties the table."""
+        known = self._chains_announced.get(id(chain))
+        ttl = self.config.certificate_event_ttl
+        # With a positive TTL an announcement time only ever grows (see _first_sighting).
+        return (known is not None and known[0] is chain and ttl > 0
+                and timestamp - known[1] < ttl)
+
+    def _remember_announced(self, chain: list[CertificateInfo]) -> None:
+        """Note the oldest announcement time of ``chain``'s certificates (all announced by
+        ``_certificate_events`` just before, unless ``_announced`` was emptied meanwhile)."""
+        announced = self._announced
+        if not all(info.sha256 in announced for info in chain):
+            return
+        times = [announced[info.sha256] for info in chain]
+        if all(t == t for t in times):  # no NaN: min() would not be the oldest
+            self._remember(self._chains_announced, id(chain), (chain, min(times)))
+
     def _first_sighting(self, sha256: str, timestamp: float) -> bool:
         """True when the certificate has not been announced within the TTL. Bounded: the
         table is pruned of expired entries when it outgrows the certificate cache."""
@@ -624,6 +687,7 @@ class EventBuilder:
             self._announced = {k: t for k, t in self._announced.items() if t >= horizon}
             if len(self._announced) >= 2 * self.config.certificate_cache_size:
                 self._announced.clear()
+            self._chains_announced.clear()  # what it says may no longer hold
         self._announced[sha256] = timestamp
         return True
 

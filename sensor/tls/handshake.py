@@ -529,6 +529,22 @@ def _fast_alpn(data: bytes) -> tuple[bytes, ...] | None:
     return tuple(out)
 
 
+#: Parsed ClientHello tails (everything after the session id: suites, compression and
+#: extensions, with the decoded lists), keyed by the tail's bytes. A client program sends
+#: the same tail on every connection unless an extension carries per-connection data (a
+#: key share, a PSK, a session ticket: RFC 8446 4.2.8, 4.2.11, RFC 5077 3.2), so for those
+#: hellos the parse is one lookup. Tails with such data are not kept (they would not be met
+#: again). Bounded in entries and in the size of a tail; a full table is emptied.
+HELLO_TAIL_ENTRIES = 1024
+HELLO_TAIL_BYTES = 2048
+_HelloTail = tuple[
+    tuple[int, ...], tuple[int, ...], tuple[Extension, ...], str | None,
+    tuple[bytes, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+_hello_tails: dict[bytes, _HelloTail] = {}
+_PER_CONNECTION = frozenset({0x0029, 0x0033})  # pre_shared_key, key_share
+EXT_SESSION_TICKET = 0x0023
+
+
 def _fast_client_hello(body: bytes) -> ClientHello | None:
     """A well-formed, regular ClientHello (no ``irregularities``), or None."""
     end = len(body)
@@ -538,6 +554,35 @@ def _fast_client_hello(body: bytes) -> ClientHello | None:
     pos = 35 + sid_len
     if sid_len > 32 or pos + 2 > end:
         return None
+    # Everything from ``pos`` on is a function of those bytes alone (RFC 8446 4.1.2: the
+    # random and the session id come before).
+    tail_key = body[pos:]
+    tail = _hello_tails.get(tail_key)
+    if tail is None:
+        tail = _fast_hello_tail(body, pos)
+        if tail is None:
+            return None
+        if len(tail_key) <= HELLO_TAIL_BYTES and not _per_connection(tail[2]):
+            if len(_hello_tails) >= HELLO_TAIL_ENTRIES:
+                _hello_tails.clear()
+            _hello_tails[tail_key] = tail
+    suites, compression, extensions, name, alpn, versions, groups, formats, sigalgs = tail
+    return ClientHello((body[0] << 8) | body[1], body[2:34], body[35 : 35 + sid_len], suites,
+                       compression, extensions, name, alpn, versions, groups, formats, sigalgs)
+
+
+def _per_connection(extensions: tuple[Extension, ...]) -> bool:
+    """Whether a ClientHello's extensions carry data made for this connection only."""
+    for ext in extensions:
+        if ext.type in _PER_CONNECTION or (ext.type == EXT_SESSION_TICKET and ext.data):
+            return True
+    return False
+
+
+def _fast_hello_tail(body: bytes, pos: int) -> _HelloTail | None:
+    """The fields of a ClientHello from its cipher suites (at ``pos``) to its end, or None
+    when they are not well-formed and regular (the checked parser then says why)."""
+    end = len(body)
     cs_len = (body[pos] << 8) | body[pos + 1]
     pos += 2
     if cs_len < 2 or pos + cs_len + 1 > end:
@@ -596,20 +641,8 @@ def _fast_client_hello(body: bytes) -> ClientHello | None:
         or format_list is None
     ):
         return None
-    return ClientHello(
-        (body[0] << 8) | body[1],
-        body[2:34],
-        body[35 : 35 + sid_len],
-        suites,
-        compression,
-        extensions,
-        name if isinstance(name, str) else None,
-        alpn_names,
-        version_list,
-        group_list,
-        format_list,
-        sigalg_list,
-    )
+    return (suites, compression, extensions, name if isinstance(name, str) else None,
+            alpn_names, version_list, group_list, format_list, sigalg_list)
 
 
 def _fast_server_hello(body: bytes) -> ServerHello | None:

@@ -20,7 +20,7 @@ from certwatch.output import JsonLinesWriter
 from schemas.events import HandshakeEvent, SensorEvent
 from sensor import build, x509
 from sensor.config import SensorConfig
-from tests.support import Frame, captures, handshakes, read_frames, run_sensor
+from tests.support import Frame, captures, certificates, handshakes, read_frames, run_sensor
 from tools.tlsgen.scenarios import Options
 from tools.tlsgen.scenarios import build as build_scenario
 
@@ -126,3 +126,30 @@ def test_a_sensor_name_that_looks_like_json_keys_is_written_as_pydantic_writes_i
     lines = _lines(events, tmp_path / "events.jsonl")
     assert lines == [e.model_dump_json(by_alias=True, exclude_none=True) for e in events]
     assert all(json.loads(line)["observer"]["name"] == name for line in lines)
+
+
+@pytest.mark.parametrize("parts", [3, 7, 40])
+def test_certificates_are_announced_again_once_their_ttl_has_passed(
+        parts: int, repeated_chains: list[Frame], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Certificate events follow the TTL rule whatever the memos skip: a certificate is
+    announced at its first sighting and at each sighting at least ``ttl`` seconds after
+    its last announcement (checked against that rule applied to the handshake events)."""
+    times = [ts for ts, _, _ in repeated_chains]
+    ttl = (max(times) - min(times)) / parts
+    for memos in (True, False):
+        with monkeypatch.context() as patch:
+            if not memos:
+                _without_memos(patch)
+            events = run_sensor(repeated_chains, SensorConfig(name="t", certificate_event_ttl=ttl))
+        last: dict[str, float] = {}
+        expected = []
+        for event in handshakes(events):
+            start = event.timestamp.timestamp()
+            for entry in event.certwatch.tls.server_chain:
+                sha = entry.hash.sha256
+                if sha not in last or start - last[sha] >= ttl:
+                    last[sha] = start
+                    expected.append((sha, event.timestamp))
+        announced = [(e.hash.sha256, e.timestamp) for e in certificates(events)]
+        assert announced == expected
+        assert len({sha for sha, _ in announced}) < len(announced)  # some announced again

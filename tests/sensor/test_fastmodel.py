@@ -106,3 +106,33 @@ def test_checked_mode_rejects_what_validation_rejects(monkeypatch: pytest.Monkey
     monkeypatch.setattr(fastmodel, "CHECKED", True)
     with pytest.raises(ValueError):
         fastmodel.make(Endpoint, ip="192.0.2.1", port=70000)
+
+
+def test_maker_builds_what_validation_builds() -> None:
+    """``maker``'s constructors (the builder's per-event models) give the validated model:
+    equal, same fields set, fields in declaration order, a fresh default per instance."""
+    endpoint = fastmodel.maker(Endpoint, "ip", "port")
+    assert endpoint("2001:db8::1", 443) == Endpoint(ip="2001:db8::1", port=443)
+    fields = fastmodel.maker(EventFields, "dataset", "id", "kind", "category", "type")
+    made = fields("d", "x", "event", ["network"], ["info"])
+    checked = EventFields(id="x", kind="event", category=["network"], type=["info"], dataset="d")
+    assert made == checked
+    assert made.model_fields_set == checked.model_fields_set
+    assert list(made.__dict__) == list(checked.__dict__)
+    assert made.model_dump_json() == checked.model_dump_json()
+    tls = fastmodel.maker(Tls, "established")
+    one, two = tls(True), tls(True)
+    assert one == two == Tls(established=True)
+    assert one.client.supported_ciphers is not two.client.supported_ciphers
+
+
+def test_maker_checks_names_and_follows_checked_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(TypeError, match="port_number"):
+        fastmodel.maker(Endpoint, "ip", "port_number")
+    with pytest.raises(TypeError):
+        fastmodel.maker(Endpoint, "ip", "ip")
+    endpoint = fastmodel.maker(Endpoint, "ip", "port")
+    assert endpoint("192.0.2.1", 70000).port == 70000  # unchecked: the caller's guarantee
+    monkeypatch.setattr(fastmodel, "CHECKED", True)  # read at each call, not when made
+    with pytest.raises(ValueError):
+        endpoint("192.0.2.1", 70000)

@@ -96,3 +96,42 @@ def test_mutated_bodies_give_the_same_record_or_error(
     mutated = bytes(body[: len(body) - cut % 8] if cut % 3 == 0 else body) + tail
     fast, checked = _parsers(msg_type, tls13=index == 1)
     _same(fast, checked, mutated)
+
+
+def _with_random_and_session(body: bytes, seed: int) -> bytes:
+    """``body`` (a ClientHello) with another random and a session id of another length."""
+    session = bytes([seed]) * (seed % 33)
+    old_end = 35 + body[34]
+    return body[:2] + bytes([seed]) * 32 + bytes([len(session)]) + session + body[old_end:]
+
+
+def test_hellos_differing_in_random_and_session_id_parse_alike(
+    handshakes: list[HandshakeBytes],
+) -> None:
+    """A client program sends the same lists on every connection: the parse of what
+    follows the session id is reused, and each hello still gets its own random and
+    session id, the record the checked parser gives. A hello with a key share (TLS 1.3) is
+    not kept: those bytes are never sent again."""
+    hs._hello_tails.clear()
+    tls12 = _bodies(handshakes[0].client_to_server)[m.CLIENT_HELLO]
+    tls13 = _bodies(handshakes[1].client_to_server)[m.CLIENT_HELLO]
+    assert any(ext.type == 0x0033 for ext in hs.parse_client_hello(tls13).extensions)
+    for seed in range(40):
+        for body in (tls12, tls13):
+            hello = _with_random_and_session(body, seed)
+            parsed = hs.parse_client_hello(hello)
+            assert parsed == hs._checked_client_hello(hello)
+            assert parsed.random == bytes([seed]) * 32
+            assert len(parsed.session_id) == seed % 33
+    assert len(hs._hello_tails) == 1  # the TLS 1.2 hello's lists, once
+
+
+def test_hello_tail_table_is_bounded(monkeypatch: pytest.MonkeyPatch,
+                                     handshakes: list[HandshakeBytes]) -> None:
+    monkeypatch.setattr(hs, "HELLO_TAIL_ENTRIES", 3)
+    hs._hello_tails.clear()
+    body = _bodies(handshakes[0].client_to_server)[m.CLIENT_HELLO]
+    for sni in range(10):  # ten client programs: ten different lists
+        named = body.replace(b"www.example.org", f"www.example.{sni:03d}".encode())
+        assert hs.parse_client_hello(named).server_name == f"www.example.{sni:03d}"
+        assert len(hs._hello_tails) <= 3

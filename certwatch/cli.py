@@ -245,7 +245,6 @@ async def _replay_with_processors(
 ) -> ReplayReport:
     import asyncio
 
-    from certwatch.codec import encode
     from certwatch.progress import Progress
     from certwatch.replay import replay
     from schemas.events import SensorEvent
@@ -254,8 +253,11 @@ async def _replay_with_processors(
     consumer = asyncio.create_task(service.run(service.subscribe()))
 
     async def publish(event: SensorEvent) -> None:
-        events.write(event)
-        await bus.publish(topic_of(event), key_of(event), encode(event))
+        # The writer's JSON is the wire form (certwatch.codec.encode, byte for byte:
+        # tests/cli/test_output_json.py), composed once for both.
+        text = events.to_json(event)
+        events.write_json(text)
+        await bus.publish(topic_of(event), key_of(event), text.encode())
 
     try:
         report = await replay(args.captures, sensor, publish, Progress(), speed=args.speed)

@@ -78,16 +78,25 @@ class ProcessorService:
         alerts: list[AlertEvent] = []
         last_of_partition: dict[tuple[str, int], Message] = {}
         started = time.perf_counter()
+        # The per-event loop: a handshake is decoded and judged without _judge's call and
+        # attribute lookups (what is left per event is the decoder and the detectors).
+        decode = self.decoder.decode
+        process = self.processor.process
         for message in batch:
-            last_of_partition[(message.topic, message.partition)] = message
+            topic = message.topic
+            last_of_partition[(topic, message.partition)] = message
             try:
-                raised = self._judge(message)
+                if topic == HANDSHAKE_TOPIC:
+                    raised = process(decode(message.value))
+                else:
+                    raised = self._judge(message)
             except ValidationError as error:
                 outgoing.append(self._dead_letter_message(message, error))
                 continue
-            for alert in raised:
-                alerts.append(alert)
-                outgoing.append((ALERT_TOPIC, alert.event.id, encode(alert), ()))
+            if raised:
+                for alert in raised:
+                    alerts.append(alert)
+                    outgoing.append((ALERT_TOPIC, alert.event.id, encode(alert), ()))
         self.busy_seconds += time.perf_counter() - started
         publish_batch = getattr(self.bus, "publish_batch", None)
         if publish_batch is not None:

@@ -104,7 +104,7 @@ def test_bounds_empty_the_template_table_and_change_nothing() -> None:
     for value in wire:
         assert decoder.decode(value) == HandshakeEvent.model_validate_json(value)
     assert decoder.stats.resets > 0
-    assert len(decoder._templates) <= 3
+    assert len(decoder) <= 3
     with pytest.raises(ValueError, match="at least 1"):
         HandshakeDecoder(max_entries=0)
 
@@ -131,6 +131,14 @@ _CRAFTED = {
         _TLS12.index(b',"certwatch":') + 12:-1] + b"," + _TLS12[1:_TLS12.index(
             b',"certwatch":')] + b"}",
     "flow not last": _TLS12.replace(b"}}}", b'},"flow":{}}}', 1),
+    # The trailing holes are found from the end: a later duplicate must not be taken for
+    # the one the template knows, nor a key inside another hole.
+    "second timing after record_versions": _TLS12.replace(
+        b',"ended_by":', b',"timing":{"client_hello_to_server_hello":7},"ended_by":', 1),
+    "flow key inside timing": _TLS12.replace(b'"timing":{', b'"timing":{"flow":{},', 1),
+    "timing key inside flow": _TLS12.replace(b'"flow":{', b'"flow":{"timing":{},', 1),
+    "flow counters before timing": _TLS12.replace(
+        b'"timing":{', b'"flow":{"packets":1},"timing":{', 1),
     "truncated": _TLS12[:-3],
     "not JSON": b"\xff" + _TLS12,
 }
@@ -166,6 +174,48 @@ def test_spliced_and_mutated_documents_decode_as_full_validation_does(
     decoder.decode(base)
     assert _outcome(decoder.decode, value) == _outcome(HandshakeEvent.model_validate_json,
                                                        value)
+
+
+def _variants(base: bytes, count: int) -> list[bytes]:
+    """``count`` documents that differ from ``base`` only in the last characters of the
+    ServerHello's JA3S string, past the part of a document its template's shape looks at:
+    the same shape, other templates, every one valid."""
+    start = base.index(b'"ja3s_string":"') + 15
+    end = base.index(b'"', start)
+    assert end - start >= 4 and start - base.index(b',"destination":') > 512
+    return [base[:end - 3] + b"%03d" % n + base[end:] for n in range(count)]
+
+
+def test_templates_of_one_shape_are_compared_whole_and_bounded() -> None:
+    variants = _variants(_TLS12, 11)
+    decoder = HandshakeDecoder()
+    for value in variants:
+        event = decoder.decode(value)
+        assert event == HandshakeEvent.model_validate_json(value)
+        assert encode(event) == value  # not another variant's server hello
+    # 11 templates of one shape: each learned once, the three oldest evicted for the last.
+    assert (decoder.stats.misses, decoder.stats.evicted, len(decoder)) == (11, 3, 8)
+    for value in variants[3:]:
+        assert encode(decoder.decode(value)) == value
+    assert (decoder.stats.hits, decoder.stats.misses, decoder.stats.full) == (8, 11, 0)
+    assert encode(decoder.decode(variants[0])) == variants[0]  # evicted: learned again
+    assert decoder.stats.misses == 12
+
+
+def test_decoded_events_are_independent_of_their_template() -> None:
+    decoder = HandshakeDecoder()
+    first = _TLS12
+    start = first.index(b'"source":') + 9
+    second = first[:start] + b'{"ip":"198.51.100.7","port":1}' + first[
+        first.index(b',"destination":'):]
+    one = decoder.decode(first)
+    other = decoder.decode(second)
+    assert decoder.stats.hits == 1
+    assert one.source != other.source
+    assert one == HandshakeEvent.model_validate_json(first)
+    assert one.certwatch.tls.server_chain is other.certwatch.tls.server_chain  # shared
+    copied = one.model_copy(update={"source": other.source})
+    assert copied.source == other.source and one == HandshakeEvent.model_validate_json(first)
 
 
 def test_the_service_raises_the_alerts_of_the_in_process_processor() -> None:
@@ -208,3 +258,36 @@ def test_memoised_partitioner_picks_the_default_partition(key: bytes | None,
             assert chosen == DefaultPartitioner()(key, every, every)
         else:
             assert chosen in every
+
+
+def test_a_batch_dead_letters_future_and_malformed_handshakes_with_full_reasons() -> None:
+    from certwatch.bus import DEAD_LETTER_TOPIC
+
+    future = _TLS12.replace(b'"schema_version":1', b'"schema_version":2', 1)
+    start = _TLS12.index(b'"source":') + 9
+    broken = _TLS12[:start] + b'{"ip":"198.51.100.7","port":-1}' + _TLS12[
+        _TLS12.index(b',"destination":'):]
+    values = [_TLS12, future, _TLS12, broken]
+
+    def reason(value: bytes) -> str:
+        with pytest.raises(ValidationError) as caught:
+            HandshakeEvent.model_validate_json(value)
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                         for e in caught.value.errors()[:5])
+
+    async def run() -> list[Message]:
+        bus = MemoryBus()
+        dead = bus.subscribe([DEAD_LETTER_TOPIC], "reader")
+        service = ProcessorService(Processor(Policy(), DETECTORS), bus)
+        await service.handle_batch([Message(HANDSHAKE_TOPIC, "k", value, 0, offset)
+                                    for offset, value in enumerate(values)])
+        assert service.dead_letters == 2 and service.processor.stats.events == 2
+        letters = [await anext(dead), await anext(dead)]
+        await bus.close()
+        return letters
+
+    letters = asyncio.run(run())
+    assert [letter.value for letter in letters] == [future, broken]
+    assert [dict(letter.headers)["reason"].decode() for letter in letters] == [
+        reason(future), reason(broken)]
+    assert "schema_version" in reason(future) and "source.port" in reason(broken)

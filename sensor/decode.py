@@ -33,6 +33,7 @@ __all__ = [
     "ETH_IPV4_TCP_ALL",
     "ETH_IPV4_TCP_FLAGS",
     "ETH_IPV4_TCP_HEAD",
+    "ETH_IPV4_TCP_WORDS",
     "SUPPORTED_LINKTYPES",
     "TCP_PORTS_FLAGS",
     "TCP_PORTS_SEQ_ACK",
@@ -112,6 +113,13 @@ TCP_SEQ_ACK = struct.Struct("!II").unpack_from
 #: ``Sensor.process`` needs to count a packet, without making objects of the addresses and
 #: ports (the flow key is one slice of the frame, ``sensor.flows.flow_key``).
 ETH_IPV4_TCP_FLAGS = struct.Struct("!HBxH2xHxB2x8x12xBB").unpack_from
+#: The same checks in four words, for the common case of an IPv4 header without options:
+#: (EtherType << 16 | version/IHL << 8 | DSCP/ECN, total length, fragment field << 16 |
+#: TTL << 8 | protocol, TCP data offset << 8 | flags) at offset 12 of an Ethernet frame.
+#: Fewer objects and tests per packet than ETH_IPV4_TCP_FLAGS: ``head >> 8 == 0x080045``
+#: is EtherType IPv4 with IHL 5, ``frag_proto & 0x1FFF00FF == 6`` a first (or only)
+#: fragment of TCP (RFC 791 3.1).
+ETH_IPV4_TCP_WORDS = struct.Struct("!IH2xI22xH").unpack_from
 #: (source address, destination address, source port, destination port, sequence number,
 #: acknowledgment number) at offset 26 of an Ethernet frame whose IPv4 header has IHL 5.
 ETH_IPV4_ADDRS_TCP = struct.Struct("!4s4sHHII").unpack_from

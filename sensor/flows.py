@@ -45,6 +45,12 @@ _IPV4_KEY, _IPV6_KEY = 12, 36  # untagged key lengths: 2 addresses + 2 ports
 # session; the client's direction is known; it is direction 1; the flow's two keys are
 # equal (a connection from a port to itself).
 _TLS_BIT, _CLIENT_KNOWN, _CLIENT_IS_1, _SELF_KEYS = 4, 8, 16, 32
+#: The bits of ``Flow.fins`` saying the client's direction is known, and that it is 1: for
+#: a per-packet caller that tells a sender's side without the ``client_direction`` call
+#: (``sensor.sensor`` inlines ``side`` and ``direction_of``: keep them in step).
+CLIENT_KNOWN, CLIENT_IS_1 = _CLIENT_KNOWN, _CLIENT_IS_1
+#: The bit of ``Flow.fins`` saying the flow's two keys are equal (see ``direction_of``).
+SELF_KEYS = _SELF_KEYS
 
 
 def flow_key(src: bytes, dst: bytes, sport: int, dport: int, vlans: tuple[int, ...] = (),
@@ -89,6 +95,12 @@ class FlowState(Enum):
     HANDSHAKE = "handshake"  # reassembling and parsing both directions
     COUNTING = "counting"  # handshake over or not TLS: packets are only counted
     CLOSED = "closed"  # FIN/RST seen both ways: kept briefly so stragglers don't start a flow
+
+
+# Members as module constants (an enum member looked up on its class costs a metaclass
+# attribute lookup, ~75 ns; these are read per flow and per handshake).
+_DETECTING, _COUNTING, _CLOSED = FlowState.DETECTING, FlowState.COUNTING, FlowState.CLOSED
+_CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 
 
 class FlowParse:
@@ -157,7 +169,7 @@ class Flow:
         self.last_seen = timestamp
         self.packets = 0
         self.bytes = 0
-        self.state = FlowState.DETECTING
+        self.state = _DETECTING
         # bit 1 << direction: that direction sent FIN; then _TLS_BIT, _CLIENT_KNOWN,
         # _CLIENT_IS_1, _SELF_KEYS
         self.fins = _SELF_KEYS if reverse_key(key) == key else 0
@@ -257,7 +269,7 @@ class Flow:
     def side(self, direction: int) -> Side:
         """The TLS role of the sender in ``direction`` (the client is known once a session
         has started)."""
-        return Side.CLIENT if direction == self.client_direction else Side.SERVER
+        return _CLIENT if direction == self.client_direction else _SERVER
 
     def client_server(self) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
         """((client address, port), (server address, port)); direction 0 is the client when
@@ -270,8 +282,8 @@ class Flow:
     def drop_parsing_state(self) -> None:
         """Free everything the handshake needed; from now on the flow is only counted."""
         self.parse = None
-        if self.state is not FlowState.CLOSED:
-            self.state = FlowState.COUNTING
+        if self.state is not _CLOSED:
+            self.state = _COUNTING
 
 
 class FlowTable:

@@ -63,7 +63,7 @@ class StreamReassembler:
     other than ``delivered`` live in a :class:`_Held` made only when first needed.
     """
 
-    __slots__ = ("_held", "_limits", "_next_seq", "delivered")
+    __slots__ = ("_limits", "_next_seq", "delivered", "held")
 
     def __init__(
         self, *, max_buffered: int = 256 * 1024, max_out_of_order_segments: int = 64
@@ -75,7 +75,9 @@ class StreamReassembler:
         self._limits = shared or limits
         self.delivered = 0
         self._next_seq: int | None = None  # sequence number of stream offset ``delivered``
-        self._held: _Held | None = None
+        # Read-only for callers (the sensor's buffer budget reads ``held.buffered``
+        # without the ``buffered`` property call): None until a piece is held or counted.
+        self.held: _Held | None = None
 
     @property
     def max_buffered(self) -> int:
@@ -88,23 +90,23 @@ class StreamReassembler:
     @property
     def buffered(self) -> int:
         """Bytes held out of order."""
-        held = self._held
+        held = self.held
         return held.buffered if held is not None else 0
 
     @property
     def gaps_skipped(self) -> int:
-        held = self._held
+        held = self.held
         return held.gaps_skipped if held is not None else 0
 
     @property
     def far_segments(self) -> int:
-        held = self._held
+        held = self.held
         return held.far_segments if held is not None else 0
 
     def _own_held(self) -> _Held:
-        held = self._held
+        held = self.held
         if held is None:
-            held = self._held = _Held()
+            held = self.held = _Held()
         return held
 
     def set_initial_sequence(self, isn: int) -> None:
@@ -114,7 +116,7 @@ class StreamReassembler:
         cannot rewind the stream. Data carried on the SYN itself (TCP Fast Open, RFC 7413)
         starts at ``isn + 1``: pass it as ``add(isn + 1, payload)``.
         """
-        if self.delivered == 0 and (self._held is None or not self._held.starts):
+        if self.delivered == 0 and (self.held is None or not self.held.starts):
             self._next_seq = (isn + 1) % _MOD
 
     def add(self, seq: int, payload: bytes) -> bytes:
@@ -138,9 +140,12 @@ class StreamReassembler:
             if dist + len(payload) <= 0:
                 return b""  # a retransmission of delivered bytes
             fresh = payload[-dist:] if dist else payload
-            held = self._held
+            held = self.held
             if held is None or not held.starts:
-                self._advance(len(fresh))
+                # _advance, inline: the in-order segment, nearly every one
+                count = len(fresh)
+                self.delivered += count
+                self._next_seq = (self._next_seq + count) % _MOD
                 return fresh
             # Held pieces it overlaps arrived first and win: merge, then drain.
             self._hold(self.delivered, fresh, bounded=False)
@@ -154,7 +159,7 @@ class StreamReassembler:
         For the end of a capture with loss: what follows a hole may still parse. Counts
         ``gaps_skipped``; returns ``b""`` (and counts nothing) when nothing is held.
         """
-        held = self._held
+        held = self.held
         if held is None or not held.starts:
             return b""
         held.gaps_skipped += 1

@@ -23,6 +23,7 @@ from sensor.decode import (
     ETH_IPV4_ADDRS_TCP,
     ETH_IPV4_TCP_ALL,
     ETH_IPV4_TCP_FLAGS,
+    ETH_IPV4_TCP_WORDS,
     ETHERTYPE_IPV4,
     LINKTYPE_ETHERNET,
     SUPPORTED_LINKTYPES,
@@ -35,8 +36,11 @@ from sensor.decode import (
 from sensor.errors import DecodeError, ParseError
 from sensor.flowhash import NOT_A_FLOW, endpoints_hash, flow_owner
 from sensor.flows import (
+    CLIENT_IS_1,
+    CLIENT_KNOWN,
     NO_PREFIX,
     NO_START,
+    SELF_KEYS,
     Flow,
     FlowKey,
     FlowParse,
@@ -64,10 +68,17 @@ HELLO_INCOMPLETE = "tls_hello_incomplete"
 #: Anomaly kind of a flow whose buffers were dropped because all flows together held more
 #: than ``SensorConfig.max_buffered_bytes``.
 BUDGET_EXCEEDED = "buffer_budget_exceeded"
+# Enum members as module constants: ``FlowState.CLOSED`` is a class attribute lookup through
+# the enum's metaclass (~75 ns here), several per segment on the handshake path.
+_DETECTING, _HANDSHAKE = FlowState.DETECTING, FlowState.HANDSHAKE
 _COUNTING, _CLOSED = FlowState.COUNTING, FlowState.CLOSED
 _FIN_RST, _FIN_SYN_RST = FIN | RST, FIN | SYN | RST
+# The four-word test (sensor.decode.ETH_IPV4_TCP_WORDS): EtherType 0x0800 and version 4 /
+# IHL 5; fragment offset 0 and protocol 6 (TCP).
+_ETH_IPV4_IHL5, _FRAG_PROTO, _TCP_FIRST = 0x080045, 0x1FFF00FF, 6
 _new_segment = tuple.__new__  # a TcpSegment without the class call (as sensor.decode does)
 _NO_VLANS: tuple[int, ...] = ()
+_CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 _from_bytes = int.from_bytes
 
 
@@ -99,12 +110,12 @@ def hello_role(payload: bytes) -> Side | None:
     E.1: 2-byte header with the high bit set, message type 1)."""
     if len(payload) >= 6 and payload[0] == 0x16 and payload[1] == 3 and payload[2] <= 4:
         if payload[5] == 1:
-            return Side.CLIENT
+            return _CLIENT
         if payload[5] == 2:
-            return Side.SERVER
+            return _SERVER
         return None
     if len(payload) >= 5 and payload[0] & 0x80 and payload[2] == 1 and payload[3] in (0, 3):
-        return Side.CLIENT
+        return _CLIENT
     return None
 
 
@@ -193,15 +204,50 @@ class Sensor:
             self.now = timestamp
             if timestamp >= self._next_sweep:
                 self._sweep(timestamp)
-        if linktype == LINKTYPE_ETHERNET and len(data) >= 54:
-            # Fast path for the bulk of tap traffic, untagged Ethernet/IPv4/TCP. The header
-            # checks are those of decode_frame's own fast path, so a packet taken here is one
+        size = len(data)
+        if linktype == LINKTYPE_ETHERNET and size >= 54:
+            # Fast path for the bulk of tap traffic, untagged Ethernet/IPv4/TCP with no IP
+            # options, tested in four words (sensor.decode.ETH_IPV4_TCP_WORDS). The checks
+            # are those of decode_frame's own fast path, so a packet taken here is one
             # decode_frame would decode to the same segment. A packet of a flow that is only
             # counted, or a bare ACK (no payload, no SYN/FIN/RST: nothing for detection or
             # reassembly, whatever the state), needs no segment or payload copy: only its
             # key and payload length. Any other segment of this shape is built here from the
             # fields already unpacked and handed to _segment with its flow, so it is neither
-            # decoded nor looked up twice. Other frames go the general way below.
+            # decoded nor looked up twice. Other frames go the general way (_frame).
+            head, total, frag_proto, tcp_word = ETH_IPV4_TCP_WORDS(data, 12)
+            if head >> 8 == _ETH_IPV4_IHL5 and frag_proto & _FRAG_PROTO == _TCP_FIRST:
+                end = 14 + total
+                if end > size:
+                    end = size
+                # The data offset is at least 5 words (RFC 9293 3.1), so start <= end
+                # also says the TCP header (20 bytes at 34) was captured.
+                start = 34 + (tcp_word >> 12) * 4
+                if tcp_word >= 0x5000 and start <= end:
+                    key = data[26:38]  # the flow key (sensor.flows.flow_key)
+                    flow = self._flow_entry(key)
+                    if flow is not None:
+                        state = flow.state
+                        if (
+                            (state is _COUNTING and not tcp_word & _FIN_RST)
+                            or (state is _CLOSED and not tcp_word & SYN)
+                            or (start == end and not tcp_word & _FIN_SYN_RST)
+                        ):
+                            flow.packets += 1
+                            flow.bytes += end - start
+                            flow.last_seen = timestamp
+                            return
+                    self._segment(key, flow, _fast_segment(data, 34, tcp_word & 0xFF, start, end),
+                                  timestamp)
+                    return
+        self._frame(timestamp, linktype, data)
+
+    def _frame(self, timestamp: float, linktype: int, data: bytes) -> None:
+        """A frame the four-word test of :meth:`process` does not take: Ethernet/IPv4/TCP
+        with IP options is still taken without decode_frame (the same checks, field by
+        field), anything else goes to :meth:`_general`. Counters and clock are the
+        caller's."""
+        if linktype == LINKTYPE_ETHERNET and len(data) >= 54:
             ethertype, vihl, total, frag, proto, doff, flags = ETH_IPV4_TCP_FLAGS(data, 12)
             if (
                 ethertype == ETHERTYPE_IPV4
@@ -315,14 +361,22 @@ class Sensor:
         the two, and :meth:`process_share`'s, the same; tests/sensor/test_process_many.py and
         test_fast_path.py compare them), so that the bulk of the packets cost no method call
         and no attribute lookups of the sensor (~0.3 µs of ~1 µs per packet)."""
-        stats, entry_of, general = self.stats, self._flow_entry, self._general
+        stats, entry_of, frame = self.stats, self._flow_entry, self._frame
         segment = self._segment
+        # Module constants as locals: a LOAD_FAST each, on every packet.
+        ethernet, words, ipv4_ihl5, frag_proto_mask, tcp_first = (
+            LINKTYPE_ETHERNET, ETH_IPV4_TCP_WORDS, _ETH_IPV4_IHL5, _FRAG_PROTO, _TCP_FIRST)
+        counting, closed, fin_rst, syn, fin_syn_rst = (
+            _COUNTING, _CLOSED, _FIN_RST, SYN, _FIN_SYN_RST)
+        addrs_tcp, new_segment, no_vlans = ETH_IPV4_ADDRS_TCP, _new_segment, _NO_VLANS
         now, next_sweep = self.now, self._next_sweep
         # The packet and byte totals and the sensor's clock (self.now) are kept in locals
         # and written back at the end, and the clock before every call that may read it.
-        taken = captured = 0
-        for timestamp, linktype, data in islice(frames, limit):
-            taken += 1
+        # The frames taken as one list (C calls): the count is its length, not an increment
+        # per packet, and the loop steps through a list, not through islice.
+        batch = list(islice(frames, limit))
+        captured = 0
+        for timestamp, linktype, data in batch:
             size = len(data)
             captured += size
             if timestamp > now:
@@ -331,46 +385,40 @@ class Sensor:
                     self.now = now
                     self._sweep(timestamp)
                     next_sweep = self._next_sweep
-            if linktype == LINKTYPE_ETHERNET and size >= 54:
-                ethertype, vihl, total, frag, proto, doff, flags = ETH_IPV4_TCP_FLAGS(data, 12)
-                if (
-                    ethertype == ETHERTYPE_IPV4
-                    and 0x45 <= vihl <= 0x4F
-                    and proto == 6
-                    and not frag & 0x1FFF
-                ):
-                    tcp = 14 + (vihl & 0x0F) * 4
+            if linktype == ethernet and size >= 54:
+                head, total, frag_proto, tcp_word = words(data, 12)
+                if head >> 8 == ipv4_ihl5 and frag_proto & frag_proto_mask == tcp_first:
                     end = 14 + total
                     if end > size:
                         end = size
-                    if tcp + 20 <= end:
-                        if vihl != 0x45:  # IPv4 options: the TCP header is further on
-                            _, _, doff, flags = TCP_PORTS_FLAGS(data, tcp)
-                        start = tcp + (doff >> 4) * 4
-                        if doff >= 0x50 and start <= end:
-                            key = (data[26:38] if tcp == 34
-                                   else data[26:34] + data[tcp : tcp + 4])
-                            flow = entry_of(key)
-                            if flow is not None:
-                                state = flow.state
-                                if (
-                                    (state is _COUNTING and not flags & _FIN_RST)
-                                    or (state is _CLOSED and not flags & SYN)
-                                    or (start == end and not flags & _FIN_SYN_RST)
-                                ):
-                                    flow.packets += 1
-                                    flow.bytes += end - start
-                                    flow.last_seen = timestamp
-                                    continue
-                            self.now = now
-                            segment(key, flow, _fast_segment(data, tcp, flags, start, end),
-                                    timestamp)
-                            now, next_sweep = self.now, self._next_sweep
-                            continue
+                    start = 34 + (tcp_word >> 12) * 4
+                    if tcp_word >= 0x5000 and start <= end:
+                        key = data[26:38]
+                        flow = entry_of(key)
+                        if flow is not None:
+                            state = flow.state
+                            if (
+                                (state is counting and not tcp_word & fin_rst)
+                                or (state is closed and not tcp_word & syn)
+                                or (start == end and not tcp_word & fin_syn_rst)
+                            ):
+                                flow.packets += 1
+                                flow.bytes += end - start
+                                flow.last_seen = timestamp
+                                continue
+                        self.now = now
+                        # _fast_segment, inline (the TCP header is at 34)
+                        src, dst, sport, dport, seq, ack = addrs_tcp(data, 26)
+                        segment(key, flow, new_segment(TcpSegment, (
+                            src, dst, sport, dport, seq, ack, tcp_word & 0xFF, data[start:end],
+                            no_vlans)), timestamp)
+                        now, next_sweep = self.now, self._next_sweep
+                        continue
             self.now = now
-            general(timestamp, linktype, data)
+            frame(timestamp, linktype, data)
             now, next_sweep = self.now, self._next_sweep  # in step, whatever it did
         self.now = now
+        taken = len(batch)
         stats.packets += taken
         stats.bytes += captured
         return taken
@@ -400,22 +448,25 @@ class Sensor:
     ) -> None:
         """A TCP segment whose flow key is ``key`` and whose table entry is ``found``
         (looked up by the caller), past the counted-packet path."""
-        if found is None or (found.state is FlowState.CLOSED and segment.flags & SYN):
+        flags = segment.flags
+        if found is None or (found.state is _CLOSED and flags & SYN):
             if found is not None:
                 self._forget(found, "rst")
             flow, direction = self._open_flow(key, timestamp), 0
         else:
-            flow, direction = found, found.direction_of(key)
+            # Flow.direction_of, inline
+            flow = found
+            direction = 0 if key == found.fkey and not found.fins & SELF_KEYS else 1
         flow.packets += 1
         flow.bytes += len(segment.payload)
         flow.last_seen = timestamp
         state = flow.state
-        if state is FlowState.HANDSHAKE:
+        if state is _HANDSHAKE:
             self._handshake_segment(flow, direction, segment, timestamp)
-        elif state is FlowState.DETECTING:
+        elif state is _DETECTING:
             self._detect(flow, direction, segment, timestamp)
-        if segment.flags & (FIN | RST) and flow.state is not FlowState.CLOSED:
-            self._close_flags(flow, direction, segment.flags, timestamp)
+        if flags & _FIN_RST and flow.state is not _CLOSED:
+            self._close_flags(flow, direction, flags, timestamp)
 
     def advance(self, timestamp: float) -> None:
         """Let time pass without a packet (a live sensor on a quiet link calls this every
@@ -435,7 +486,7 @@ class Sensor:
         """End of input: report every handshake still open, flush anomaly counts, and return
         the remaining events."""
         for flow in self.flows:
-            if flow.state is FlowState.HANDSHAKE:
+            if flow.state is _HANDSHAKE:
                 self._drain_gaps(flow)
                 self._end_session(flow, "capture_end")
         if self.traffic is not None and self.traffic.start is not None:
@@ -462,7 +513,7 @@ class Sensor:
         return flow
 
     def _forget(self, flow: Flow, reason: str) -> None:
-        if flow.state is FlowState.HANDSHAKE:
+        if flow.state is _HANDSHAKE:
             self._end_session(flow, reason)
         if self.traffic is not None:
             self.traffic.forget(flow)
@@ -499,11 +550,11 @@ class Sensor:
             if flow.fins & 3 != 3:  # the other bits of fins are flags (sensor.flows)
                 return
             reason = "fin"
-        if flow.state is FlowState.HANDSHAKE:
+        if flow.state is _HANDSHAKE:
             self._end_session(flow, reason)
         flow.drop_parsing_state()
         self._account(flow)
-        flow.state = FlowState.CLOSED
+        flow.state = _CLOSED
 
     def _report_traffic(self, end: float | None) -> None:
         """Close the traffic interval (``end``: the end of input) and queue its events."""
@@ -520,12 +571,16 @@ class Sensor:
         parse = flow.parse
         assert parse is not None  # a DETECTING flow has its parsing state
         seq = segment.seq
-        if segment.flags & SYN:
+        flags = segment.flags
+        if flags & SYN:
             # RFC 9293 3.4: the SYN takes one sequence number; data it carries follows it.
             seq = (seq + 1) & SEQ_MASK
-            parse.set_next_seq(direction, seq)
-            if flow.client_direction is None:
-                flow.client_direction = direction if not segment.flags & ACK else 1 - direction
+            if direction:  # FlowParse.set_next_seq, inline
+                parse.next_seq1 = seq
+            else:
+                parse.next_seq0 = seq
+            if not flow.fins & CLIENT_KNOWN:  # client_direction is None
+                flow.client_direction = direction if not flags & ACK else 1 - direction
         payload = segment.payload
         if not payload:
             return
@@ -565,7 +620,7 @@ class Sensor:
         data: bytes, timestamp: float,
     ) -> None:
         """Start following a handshake whose first bytes, ``data``, begin at ``start_seq``."""
-        flow.client_direction = direction if role is Side.CLIENT else 1 - direction
+        flow.client_direction = direction if role is _CLIENT else 1 - direction
         bound = self.config.max_buffered_per_direction
         reassemblers = parse.reassemblers = (StreamReassembler(max_buffered=bound),
                                              StreamReassembler(max_buffered=bound))
@@ -577,7 +632,7 @@ class Sensor:
             reassemblers[other].set_initial_sequence((other_start - 1) & SEQ_MASK)
         parse.session = TlsSession()
         parse.session_start = timestamp
-        flow.state = FlowState.HANDSHAKE
+        flow.state = _HANDSHAKE
         flow.is_tls = True
         self.stats.tls_flows += 1
         self._add_payload(flow, direction, start_seq, data, timestamp)
@@ -608,22 +663,54 @@ class Sensor:
     def _handshake_segment(
         self, flow: Flow, direction: int, segment: TcpSegment, timestamp: float
     ) -> None:
+        """A segment of a flow in its handshake: the common case (in order, nothing held
+        back) reassembled, parsed and accounted here in one call; the rest through
+        :meth:`_add_payload` and :meth:`_feed`."""
         payload = segment.payload
         parse = flow.parse
         if not payload or parse is None:
             return
+        seq = segment.seq
         held = parse.held[direction]
         if held is not None:
             # The next data decides what the held zeros were: padding if it starts at the
             # same sequence number (the stream's real bytes are there), else stream data.
             parse.held[direction] = None
-            if held[0] != segment.seq:
+            if held[0] != seq:
                 self._add_payload(flow, direction, held[0], held[1], timestamp)
-        if is_ack_padding(segment.flags, payload):
-            if flow.parse is parse:  # still in the handshake after the held bytes
-                parse.own_held()[direction] = (segment.seq, payload)
+            if flow.parse is not parse:  # the held bytes ended the handshake
+                return
+        if segment.flags == ACK and len(payload) <= MAX_ACK_PADDING and not any(payload):
+            # is_ack_padding: held back until the next data says what it is.
+            parse.own_held()[direction] = (seq, payload)
             return
-        self._add_payload(flow, direction, segment.seq, payload, timestamp)
+        reassemblers = parse.reassemblers
+        if reassemblers is None:
+            return
+        try:
+            data = reassemblers[direction].add(seq, payload)
+        except ParseError as error:
+            self._session_failed(flow, error, timestamp)
+            return
+        session = parse.session
+        if data and session is not None:
+            # _feed, inline: the TLS side of the sender (a session's flow knows its client)
+            fins = flow.fins
+            side = (_CLIENT if fins & CLIENT_KNOWN and (fins & CLIENT_IS_1 != 0) == direction
+                    else _SERVER)
+            record = session.record
+            irregularities = record.irregularities
+            try:
+                done = session.feed(side, data, timestamp)
+            except ParseError as error:
+                self._anomaly(error.kind, str(error), timestamp, flow)
+                done = True  # a parse error ends the session (TlsSession.feed)
+            if record.irregularities is not irregularities:
+                for detail in record.irregularities[len(irregularities):]:
+                    self._anomaly(IRREGULAR_HANDSHAKE, detail, timestamp, flow)
+            if done:
+                self._emit(flow)
+        self._account(flow)
 
     def _add_payload(
         self, flow: Flow, direction: int, seq: int, payload: bytes, timestamp: float
@@ -713,9 +800,15 @@ class Sensor:
         if parse is not None:
             reassemblers = parse.reassemblers
             if reassemblers is not None:
-                held = reassemblers[0].buffered + reassemblers[1].buffered
-            if parse.session is not None:
-                held += parse.session.buffered
+                # StreamReassembler.buffered of both, without two property calls
+                first, second = reassemblers[0].held, reassemblers[1].held
+                if first is not None:
+                    held = first.buffered
+                if second is not None:
+                    held += second.buffered
+            session = parse.session
+            if session is not None:
+                held += session.buffered
             if parse.early:
                 held += sum(len(early[2]) for early in parse.early)
         delta = held - flow.buffered
@@ -749,7 +842,7 @@ class Sensor:
                 f"dropping the flow holding the most ({victim.buffered})",
                 self.now, victim,
             )
-            if victim.state is FlowState.HANDSHAKE:
+            if victim.state is _HANDSHAKE:
                 self._end_session(victim, "evicted")
             victim.drop_parsing_state()
             self._account(victim)

@@ -16,7 +16,6 @@ When is a handshake over? (RFC 5246 7.3, RFC 8446 2)
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from enum import Enum
 
@@ -81,11 +80,14 @@ class SessionRecord:
     record_versions: frozenset[int] = frozenset()
 
 
-#: Certificate message bodies already split into their DER certificates, by the body's
-#: SHA-256 and the TLS 1.3 flag: a server sends the same chain on every connection, so the
-#: chain is parsed once and every session holding it shares the same ``bytes`` objects
-#: (100,000 handshakes in flight would otherwise hold 100,000 copies of the same chain).
-#: Bounded by entries and by the bytes of the chains held; a full table is emptied.
+#: Certificate message bodies already split into their DER certificates, by the body itself
+#: and the TLS 1.3 flag: a server sends the same chain on every connection, so the chain is
+#: parsed once and every session holding it shares the same ``bytes`` objects (100,000
+#: handshakes in flight would otherwise hold 100,000 copies of the same chain). Keyed by
+#: the body, not its SHA-256: the dict's own hash of a few KB and one comparison on a hit
+#: cost a third of a SHA-256 (~2 us a connection on the throughput benchmark); the body is
+#: then held as well as its chain, so each entry counts twice its length against
+#: ``CHAIN_CACHE_BYTES``. Bounded by entries and by those bytes; a full table is emptied.
 CHAIN_CACHE_ENTRIES = 1024
 CHAIN_CACHE_BYTES = 8 * 1024 * 1024
 _chains: dict[tuple[bytes, bool], tuple[bytes, ...]] = {}
@@ -96,10 +98,19 @@ def _certificate_chain(body: bytes, tls13: bool) -> tuple[bytes, ...]:
     """``parse_certificate(body).certificates``, shared with earlier sessions that received
     the same body (same errors: a body that does not parse is never cached)."""
     global _chain_bytes
-    key = (hashlib.sha256(body).digest(), tls13)
+    key = (body, tls13)
     chain = _chains.get(key)
     if chain is not None:
         return chain
+    chain = parse_certificate(body, tls13=tls13).certificates
+    held = 2 * len(body)  # the key's body and the chain's certificates
+    if len(_chains) >= CHAIN_CACHE_ENTRIES or _chain_bytes + held > CHAIN_CACHE_BYTES:
+        _chains.clear()
+        _chain_bytes = 0
+    if held <= CHAIN_CACHE_BYTES:
+        _chains[key] = chain
+        _chain_bytes += held
+    return chain
     chain = parse_certificate(body, tls13=tls13).certificates
     if len(_chains) >= CHAIN_CACHE_ENTRIES or _chain_bytes + len(body) > CHAIN_CACHE_BYTES:
         _chains.clear()
@@ -144,6 +155,7 @@ def _shared_fields(hello: m.ClientHello) -> m.ClientHello:
 
 
 _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
+_HANDSHAKE_MESSAGE, _ENCRYPTED_RECORD = m.HandshakeMessage, m.EncryptedRecord
 # Bits of TlsSession._ccs: who has sent ChangeCipherSpec; whether the parsers were switched
 # to TLS 1.3 record handling (set_tls13), which a parser created later inherits; who has
 # sent an encrypted record; whether the session is over (``done``). One int, not six slots:
@@ -191,26 +203,36 @@ class TlsSession:
             parser.set_tls13()
         return parser
 
-    def feed(self, side: Side, data: bytes, timestamp: float) -> None:
-        """Parse ``data`` sent by ``side``. A parse error ends the session (``done``) and is
-        re-raised for the caller to count; nothing else escapes."""
-        if self.done or not data:
-            return
+    def feed(self, side: Side, data: bytes, timestamp: float) -> bool:
+        """Parse ``data`` sent by ``side``; return whether the session is over (``done``).
+        A parse error ends the session and is re-raised for the caller to count; nothing
+        else escapes."""
+        if self._ccs & _DONE or not data:
+            return bool(self._ccs & _DONE)
         parser = self._client if side is _CLIENT else self._server
         if parser is None:
             parser = self._parser(side)
         try:
             items, record_error = parser.feed_until_error(data)
             for item in items:
-                self._on_item(side, item, timestamp)
-                if self.done:
+                # The two kinds nearly every record is, dispatched without _on_item's
+                # isinstance chain (which takes everything else, subclasses included).
+                kind = type(item)
+                if kind is _HANDSHAKE_MESSAGE:
+                    self._on_handshake(side, item, timestamp)  # type: ignore[arg-type]
+                elif kind is _ENCRYPTED_RECORD:
+                    self._on_encrypted(side, item, timestamp)  # type: ignore[arg-type]
+                else:
+                    self._on_item(side, item, timestamp)
+                if self._ccs & _DONE:
                     break
-            if record_error is not None and not self.done:
+            if record_error is not None and not self._ccs & _DONE:
                 raise record_error
         except ParseError as error:
             self.record.parse_error = f"{side.value}: {error}"
             self._finish("parse_error")
             raise
+        return bool(self._ccs & _DONE)
 
     def close(self, reason: str) -> None:
         """The flow ended (FIN, RST, idle timeout, eviction, end of capture) before the
@@ -227,7 +249,9 @@ class TlsSession:
         """Bytes the record parsers hold (a partial record or handshake message per side),
         for the sensor's global buffer budget."""
         client, server = self._client, self._server
-        return (client.buffered if client else 0) + (server.buffered if server else 0)
+        if client is None:
+            return 0 if server is None else server.buffered
+        return client.buffered if server is None else client.buffered + server.buffered
 
     def _finish(self, reason: str) -> None:
         self._ccs |= _DONE

@@ -149,7 +149,10 @@ class TlsRecordParser:
     @property
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a record or handshake message."""
-        return len(self._buf or b"") + len(self._hs or b"")
+        buf, hs = self._buf, self._hs
+        if buf is None:
+            return 0 if hs is None else len(hs)
+        return len(buf) if hs is None else len(buf) + len(hs)
 
     def set_encrypted(self) -> None:
         """From now on every handshake and alert record of this direction is protected."""

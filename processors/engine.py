@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from processors.alerts import ALERT_DATASET, build_alert, identifier_of
-from processors.base import Detector, Finding, Pending, event_time
+from processors.base import Detector, Finding, Pending
 from processors.catalog import RULES
 from processors.memo import event_server_key
 from processors.policy import Policy
@@ -149,7 +149,7 @@ class Processor:
         seconds = self._windows.get(rule)
         if seconds is None:
             seconds = self._windows[rule] = self.policy.suppression(rule).total_seconds()
-        window = window_at(event_time(event), seconds)
+        window = window_at(event.timestamp, seconds)  # event_time(event), inlined
         admitted, held = self.suppressor.admit(identifier, window)
         if not admitted:
             self.stats.suppressed += 1

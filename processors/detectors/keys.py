@@ -70,6 +70,10 @@ def signature_hash(name: str | None, oid: str | None = None) -> str | None:
 # Pure and called for every certificate of every handshake with a few distinct arguments.
 _signature_hash = functools.lru_cache(maxsize=1024)(signature_hash)
 
+_UNSEEN: Final = "\x00unseen"
+_UNSEEN_LIMIT: Final[tuple[int, str | None]] = (-1, _UNSEEN)
+"""The memos' "not memoised yet" (None is a memoised value), told apart by identity."""
+
 
 def _describe(cert: ChainCertificate, position: int) -> str:
     names = cert.x509.subject.common_name if cert.x509 and cert.x509.subject else []
@@ -106,12 +110,19 @@ class WeakKey:
             return []
         rule = self.rules[0]
         findings: list[Finding] = []
+        minimums = self._minimums
         for position, cert in enumerate(event.certwatch.tls.server_chain):
             x509 = cert.x509
-            if x509 is None or x509.public_key_algorithm is None or x509.public_key_size is None:
+            if x509 is None:
                 continue
-            limit = self._minimum(x509.public_key_algorithm)
-            if limit is None or x509.public_key_size >= limit[0]:
+            algorithm, size = x509.public_key_algorithm, x509.public_key_size
+            if algorithm is None or size is None:
+                continue
+            # ``self._minimum(algorithm)``, its memo hit inlined (hot path: every certificate).
+            limit = minimums.get(algorithm, _UNSEEN_LIMIT)
+            if limit is _UNSEEN_LIMIT:
+                limit = self._minimum(algorithm)
+            if limit is None or size >= limit[0]:
                 continue
             minimum, requirement = limit
             curve = f" on {x509.public_key_curve}" if x509.public_key_curve else ""
@@ -143,6 +154,10 @@ class WeakSignature:
         self.forbidden = thresholds.forbidden_hashes
         self._requirement = thresholds.requirement("forbidden_hashes")
         self._enabled = policy.rules.enabled(self.rules[0])
+        # (signature name, OID) -> its hash when forbidden, else None: a handful of distinct
+        # pairs, judged on every certificate of every handshake (bounded, emptied when full).
+        self._forbidden_of: BoundedMemo[tuple[str | None, str | None], str | None] = (
+            BoundedMemo(1024))
 
     def inspect(self, event: HandshakeEvent) -> list[Finding]:
         """One finding per relied-upon certificate signed with a forbidden hash."""
@@ -150,12 +165,18 @@ class WeakSignature:
             return []
         rule = self.rules[0]
         findings: list[Finding] = []
+        forbidden_of = self._forbidden_of
         for position, cert in enumerate(event.certwatch.tls.server_chain):
-            if cert.certwatch.self_signed or cert.x509 is None:
+            extra, x509 = cert.certwatch, cert.x509
+            if extra.self_signed or x509 is None:
                 continue
-            algorithm = cert.x509.signature_algorithm
-            digest = _signature_hash(algorithm, cert.certwatch.signature_algorithm_oid)
-            if digest is None or digest not in self.forbidden:
+            algorithm = x509.signature_algorithm
+            pair = (algorithm, extra.signature_algorithm_oid)
+            digest = forbidden_of.get(pair, _UNSEEN)
+            if digest is _UNSEEN:
+                found = _signature_hash(*pair)
+                digest = forbidden_of.put(pair, found if found in self.forbidden else None)
+            if digest is None:
                 continue
             findings.append(Finding(
                 rule=rule,

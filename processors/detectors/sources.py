@@ -50,6 +50,8 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _V6_TAG: Final = 1 << 128  # keeps IPv6 network numbers apart from IPv4 ones in one set
 _MICROSECOND: Final = timedelta(microseconds=1)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_UNSEEN: Final[tuple[IpAddress | int, int]] = (ipaddress.IPv4Address(0), -1)
+"""The client memo's "not memoised yet", told apart by identity (None is a memoised value)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,11 @@ def _client_address(text: str) -> IpAddress | None:
     return address
 
 
+def _address(client: IpAddress | int) -> IpAddress:
+    """A client as ``_client_address`` gives it: an int is a dotted quad's value."""
+    return ipaddress.IPv4Address(client) if isinstance(client, int) else client
+
+
 def _microseconds(when: datetime) -> int:
     """Event time as integer microseconds since the epoch (naive times are taken as UTC);
     memoised per datetime object, since every time-based detector asks for it."""
@@ -177,7 +184,7 @@ class UnexpectedSourceDetector:
         self._servers: OrderedDict[str, _Server] = OrderedDict()
         self._learned = 0
         # Client addresses repeat: their parse is memoised (bounded, emptied when full).
-        self._addresses: BoundedMemo[str, tuple[IpAddress, int] | None] = BoundedMemo(16_384)
+        self._addresses: BoundedMemo[str, tuple[IpAddress | int, int] | None] = BoundedMemo(16_384)
         self.evicted = 0
         """Servers forgotten to stay within ``max_servers`` / ``max_networks``."""
         self.saturated = 0
@@ -196,14 +203,25 @@ class UnexpectedSourceDetector:
         text = event.source.ip
         addresses = self._addresses
         # Client addresses repeat: the parse and the network number are memoised; None is
-        # memoised too, for "not an address".
-        parsed = (addresses[text] if text in addresses
-                  else addresses.put(text, self._parse_client(text)))
+        # memoised too, for "not an address" (hence the sentinel: one lookup per event).
+        parsed = addresses.get(text, _UNSEEN)
+        if parsed is _UNSEEN:
+            parsed = addresses.put(text, self._parse_client(text))
         if parsed is None:
             return []
-        client, number = parsed
+        compact, number = parsed
         if not self._patterns:  # the usual case: no configured server to match
-            return self._judge_learned(event, client, number) if self._learn else []
+            if not self._learn:
+                return []
+            # The usual verdict, inlined: a known server past nothing new (the network is
+            # known, or the server is open). Same LRU touch as ``_judge_learned``.
+            key = event_server_key(event)
+            server = self._servers.get(key)
+            if server is not None and (server.open or number in server.networks):
+                self._servers.move_to_end(key)
+                return []
+            return self._judge_learned(event, compact, number)
+        client = _address(compact)
         destination = event.destination
         matched = self._matching(event.tls.client.server_name, destination.ip, destination.port)
         if matched:
@@ -211,10 +229,19 @@ class UnexpectedSourceDetector:
                 return []
             return [self._configured_finding(event, client, matched)]
         if self._learn:
-            return self._judge_learned(event, client, number)
+            return self._judge_learned(event, compact, number)
         return []
 
-    def _parse_client(self, text: str) -> tuple[IpAddress, int] | None:
+    def _parse_client(self, text: str) -> tuple[IpAddress | int, int] | None:
+        """(the client, its network number), or None when ``text`` is not an address. A
+        dotted quad (the usual client) is kept as its int: most are never reported, and an
+        ``IPv4Address`` is built from the int only for a finding (``_address``)."""
+        quad = _DOTTED_QUAD.fullmatch(text)
+        if quad is not None:
+            first, second, third, fourth = quad.groups()
+            value = int(first) << 24 | int(second) << 16 | int(third) << 8 | int(fourth)
+            host_bits = 32 - self._v4_prefix
+            return value, value >> host_bits << host_bits
         client = _client_address(text)
         return None if client is None else (client, self._network_number(client))
 
@@ -240,7 +267,7 @@ class UnexpectedSourceDetector:
         prefix = self._v4_prefix if client.version == 4 else self._v6_prefix
         return ipaddress.ip_network((client, prefix), strict=False)
 
-    def _judge_learned(self, event: HandshakeEvent, client: IpAddress, number: int
+    def _judge_learned(self, event: HandshakeEvent, compact: IpAddress | int, number: int
                        ) -> list[Finding]:
         key = event_server_key(event)
         now = _microseconds(event_time(event))
@@ -266,6 +293,7 @@ class UnexpectedSourceDetector:
         self._evict(keep=key)
         if learning:
             return []
+        client = _address(compact)
         network = self._network(client)
         return [Finding(
             rule=RULE, severity=Severity.LOW,

@@ -33,9 +33,10 @@ import importlib
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import ClassVar, Final
 
@@ -51,7 +52,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from processors.base import DetailValue, Finding, Pending, event_time
+from processors.base import DetailValue, Finding, Pending
 from processors.catalog import RULES, Severity
 from processors.memo import BoundedMemo, event_server_key, microseconds
 from processors.policy import Policy, Trust
@@ -382,13 +383,22 @@ class UntrustedChain:
         encoded = event.tls.server.certificate_chain
         if not encoded:
             return []
-        when = event_time(event)
+        when = event.timestamp  # event_time(event), inlined (hot path)
         # The sensor fingerprints each certificate already: a cached verdict needs neither
         # the DER (base64-decoding it) nor hashing it, only the event's own fingerprints.
         described = event.certwatch.tls.server_chain
-        fingerprints = ([cert.hash.sha256.lower() for cert in described]
-                        if len(described) == len(encoded) else None)
-        verdict = verifier.lookup(fingerprints, when) if fingerprints else None
+        fingerprints: tuple[str, ...] | None = (
+            tuple([cert.hash.sha256.lower() for cert in described])
+            if len(described) == len(encoded) else None)
+        verdict: ChainVerdict | None = None
+        if fingerprints:
+            # ``verifier.lookup`` inlined: same key, same hit count, same LRU order.
+            lookup_key = (fingerprints, microseconds(when) // _DAY_US)
+            cache = verifier._cache
+            verdict = cache.get(lookup_key)
+            if verdict is not None:
+                verifier.hits += 1
+                cache.move_to_end(lookup_key)
         if verdict is None:
             chain = chain_der(event)
             if chain is None:
@@ -409,8 +419,11 @@ class UntrustedChain:
             parts = self._parts.put(key, self._parts_of(server, port, leaf, verdict,
                                                         len(encoded)))
         # Everything but the time is memoised; the time is formatted, and the finding
-        # built, only if the engine finds it is not suppressed.
-        return [Pending(RULE, parts.identifier, _Builder(self._severity, parts, when).build)]
+        # built, only if the engine finds it is not suppressed. ``_pending`` is
+        # ``Pending(...)`` without the NamedTuple's Python-level ``__new__``, and the builder
+        # a C-level partial: one is made per repeated handshake.
+        return [_pending(Pending, (RULE, parts.identifier,
+                                   partial(_build, self._severity, parts, when)))]
 
     @staticmethod
     def _parts_of(server: str, port: int, leaf: str, verdict: ChainVerdict, length: int
@@ -426,19 +439,17 @@ class UntrustedChain:
         )
 
 
-class _Builder:
-    """Builds one untrusted-chain finding from its memoised parts and the event's time."""
+def _build(severity: Severity, parts: _Parts, when: datetime) -> Finding:
+    """One untrusted-chain finding from its memoised parts and the event's time."""
+    return Finding(rule=RULE, severity=severity, message=parts.message,
+                   identity=parts.identity, certificate_position=0,
+                   details=_Details(parts.fixed, when))
 
-    __slots__ = ("_parts", "_severity", "_when")
 
-    def __init__(self, severity: Severity, parts: _Parts, when: datetime) -> None:
-        self._severity, self._parts, self._when = severity, parts, when
-
-    def build(self) -> Finding:
-        parts = self._parts
-        return Finding(rule=RULE, severity=self._severity, message=parts.message,
-                       identity=parts.identity, certificate_position=0,
-                       details=_Details(parts.fixed, self._when))
+# ``Pending(rule, identifier, build)`` is ``tuple.__new__(Pending, (rule, identifier, build))``
+# (what the NamedTuple's generated ``__new__`` runs); called directly on the hot path.
+_pending: Final[Callable[[type[Pending], tuple[str, str, Callable[[], Finding]]], Pending]] = (
+    tuple.__new__)
 
 
 class _Details(Mapping[str, DetailValue]):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processors.base import Finding
 from processors.catalog import Severity
@@ -193,3 +196,37 @@ def test_servers_and_networks_are_bounded() -> None:
 def test_unparsable_client_address_is_not_judged() -> None:
     watch = configured("api.example.com", "10.0.0.0/8")
     assert watch.inspect(handshake("not-an-ip")) == []
+
+
+_CLIENT_TEXTS = st.one_of(
+    st.ip_addresses().map(str),
+    st.ip_addresses(v=4).map(lambda address: f"::ffff:{address}"),
+    st.lists(st.integers(0, 300).map(str) | st.sampled_from(["00", "01", "1a", "", "+1"]),
+             min_size=3, max_size=5).map(".".join),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_CLIENT_TEXTS, prefix=st.integers(8, 32))
+def test_after_learning_a_new_network_is_reported_as_ipaddress_sees_it(text: str,
+                                                                       prefix: int) -> None:
+    # The detector keeps a dotted quad as an int and builds the address only for a finding:
+    # what it reports (client, network, identity) must be what ``ipaddress`` makes of the text.
+    judge = detector(learning_period=HOUR, ipv4_prefix=prefix, ipv6_prefix=64)
+    assert judge.inspect(handshake("198.51.100.7")) == []  # the server's first handshake
+    found = judge.inspect(handshake(text, when=T0 + 2 * HOUR))
+    try:
+        client = ipaddress.ip_address(text)
+    except ValueError:
+        assert found == []
+        return
+    if isinstance(client, ipaddress.IPv6Address) and client.ipv4_mapped is not None:
+        client = client.ipv4_mapped
+    network = ipaddress.ip_network(
+        (client, prefix if client.version == 4 else 64), strict=False)
+    first = ipaddress.ip_network(("198.51.100.7", prefix), strict=False)
+    if network == first:
+        assert found == []  # the learned network itself
+        return
+    assert [(f.details["client_ip"], f.details["client_network"], f.identity) for f in found] \
+        == [(str(client), str(network), ("api.example.com", str(network)))]

@@ -291,3 +291,17 @@ def test_a_batch_dead_letters_future_and_malformed_handshakes_with_full_reasons(
     assert [dict(letter.headers)["reason"].decode() for letter in letters] == [
         reason(future), reason(broken)]
     assert "schema_version" in reason(future) and "source.port" in reason(broken)
+
+
+def test_a_line_with_its_newline_takes_the_template_path() -> None:
+    # Messages produced from a file of lines (kcat -l, a replayed dump) keep the newline;
+    # they must decode to the same event, and as cheaply as the bare document.
+    wire = _wire()
+    decoder = HandshakeDecoder()
+    for value in wire:
+        decoder.decode(value)
+    for value in wire:
+        for padded in (value + b"\n", value + b"\r\n", b" " + value + b" \n"):
+            assert _outcome(decoder.decode, padded) == _outcome(
+                HandshakeEvent.model_validate_json, padded)
+    assert decoder.stats.full == 0

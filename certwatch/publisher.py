@@ -15,6 +15,7 @@ block, the chain with its DER, hello summaries) instead of serialising them agai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -94,6 +95,9 @@ class SensorPublisher:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except TimeoutError:
                 self._task.cancel()
+                # The batch it was publishing goes back to the queue as it stops: counted below.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         # Whatever is still queued now will never be sent: the deadline passed, or the
         # broker refused the batch for good (a configuration error, e.g. a broker without
         # idempotent producers). Either way it is a loss the summary must show.
@@ -133,6 +137,9 @@ class SensorPublisher:
             batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
             try:
                 await self._publish(batch)
+            except asyncio.CancelledError:
+                self._queue.extendleft(reversed(batch))  # close's deadline: counted as lost
+                raise
             except BusError as error:
                 self._requeue(batch, error)
                 if not error.retriable and self._closing:

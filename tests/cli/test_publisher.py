@@ -221,3 +221,23 @@ async def test_published_bytes_are_the_codec_encoding_when_parts_repeat(tmp_path
     events = run_sensor(read_frames(capture))
     assert len({encode(event) for event in events}) == len(events) > 120
     await _assert_published_bytes_are_encode(events)
+
+
+class HangingBroker(MemoryBus):
+    """A broker that takes a publish and never answers it (a stalled connection)."""
+
+    async def publish(self, topic: str, key: str, value: bytes,
+                      headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_the_batch_being_published_at_the_deadline_is_counted_as_dropped() -> None:
+    publisher = SensorPublisher(HangingBroker(), batch_size=5)
+    publisher.start()
+    events = some_events()
+    for event in events:
+        publisher.offer(event)
+    await asyncio.sleep(0.05)
+    await publisher.close(timeout=0.1)
+    assert publisher.published == 0
+    assert publisher.dropped == len(events) > 5 and publisher.queued == 0

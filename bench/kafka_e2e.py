@@ -13,14 +13,16 @@ Usage: ``python -m bench.kafka_e2e [--quick] [--processors 1 2] [--partitions 6]
    (events/s, CPU time per event) and the alert ids it raises.
 3. For each processor count: a fresh Tansu on a free loopback port, the topics created,
    N ``certwatch processor`` children in one consumer group (each its own process, so two
-   use both cores), and once the group is stable, every event offered (500 at a time, the
-   event loop let run between, as a sensor's capture loop does) to the real
+   use both cores), and once the group is stable, every event offered (the events of each
+   list of 1,024 frames at a time, the event loop let run between, as ``certwatch replay``
+   does; 500 at a time, ~11 ms of encoding between turns, starved the publisher) to the real
    :class:`~certwatch.publisher.SensorPublisher` over a :class:`~certwatch.bus.kafka.
    KafkaBus`, with the producer compression given (default zstd when its codec is
    installed: the events of a batch repeat the same chains, ~39x smaller). Timed from the
    first offer until the group's committed offsets cover every event (polled every 20 ms):
    that is events/s end to end; the publisher's own rate and every process's CPU time are
-   reported beside it. The alerts topic is then read back and
+   reported beside it (``KAFKA_E2E_TIMELINE=1`` prints every 50 ms the events queued,
+   acknowledged and committed). The alerts topic is then read back and
    its alert ids compared with the in-process run (at-least-once: duplicates allowed,
    missing or extra ids are a failure).
 """
@@ -36,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,22 +62,27 @@ from sensor.sensor import Sensor
 from tests.integration.brokers import TansuBroker, tansu_binary
 
 POLL_S = 0.02
-OFFER_SLICE = 500  # events offered between two yields to the event loop
 CpuProbe = Callable[[], float]
 DEADLINE_S = 600.0
 
 
-def sensor_events(capture: Path, batch: int = 65_536) -> list[HandshakeEvent]:
+def sensor_events(capture: Path) -> list[list[HandshakeEvent]]:
     """The handshake events of ``capture`` as the sensor builds them (``certwatch replay``'s
-    loop and default configuration, in this process)."""
+    loop and default configuration, in this process), in the lists ``certwatch replay``
+    hands its publisher between two turns of the event loop: those of each list of frames
+    the capture reader gives (``sensor.pcapfile.BATCH_FRAMES``), often none; the events
+    of ``finish`` last."""
     sensor = Sensor(SensorConfig())
-    events: list[SensorEvent] = []
+    slices: list[list[HandshakeEvent]] = []
     with open_capture(capture) as reader:
-        frames = iter(reader)
-        while sensor.process_many(frames, batch) == batch:
-            events.extend(sensor.drain())
-    events.extend(sensor.drain())
-    events.extend(sensor.finish())
+        for frames in reader.batches():
+            sensor.process_many(iter(frames), len(frames))
+            slices.append(_handshakes(sensor.drain()))
+    slices.append(_handshakes([*sensor.drain(), *sensor.finish()]))
+    return slices
+
+
+def _handshakes(events: Iterable[SensorEvent]) -> list[HandshakeEvent]:
     return [event for event in events if isinstance(event, HandshakeEvent)]
 
 
@@ -225,32 +232,49 @@ async def _read_alerts(settings: KafkaSettings, expected: int, quiet_s: float = 
     return ids
 
 
-async def _pipelined(settings: KafkaSettings, events: list[HandshakeEvent],
+async def _pipelined(settings: KafkaSettings, slices: list[list[HandshakeEvent]],
                      watcher: Watcher) -> tuple[float, float, float]:
     """Publishes every event through the sensor's publisher while the group consumes:
     (publish seconds, seconds until the group committed them all, publisher CPU)."""
+    total = sum(len(offered) for offered in slices)
     bus = KafkaBus(settings)
     await bus.start()
     await watcher.consumer.start()
     try:
-        publisher = SensorPublisher(bus, max_queued=len(events) + 1)
+        publisher = SensorPublisher(bus, max_queued=total + 1)
         publisher.start()
         started, cpu = time.perf_counter(), time.process_time()
-        for start in range(0, len(events), OFFER_SLICE):
-            for event in events[start:start + OFFER_SLICE]:
+        timeline = (asyncio.create_task(_timeline(publisher, watcher, started))
+                    if TIMELINE else None)
+        for offered in slices:
+            for event in offered:
                 publisher.offer(event)
-            # As a sensor's capture loop does between batches of frames: the publisher
-            # sends what it holds while the next events are built and encoded.
+            # As certwatch replay does after each list of frames: the publisher sends what
+            # it holds while the next events are built and encoded.
             await asyncio.sleep(0)
         await publisher.close(timeout=DEADLINE_S)
         published, cpu = time.perf_counter() - started, time.process_time() - cpu
         if publisher.dropped:
             raise RuntimeError(f"the publisher dropped {publisher.dropped} events")
-        _, done = await watcher.until(len(events), above=len(events) - 1)
+        _, done = await watcher.until(total, above=total - 1)
+        if timeline is not None:
+            timeline.cancel()
         return published, done - started, cpu
     finally:
         await watcher.consumer.stop()
         await bus.close()
+
+
+TIMELINE = bool(os.environ.get("KAFKA_E2E_TIMELINE"))
+
+
+async def _timeline(publisher: SensorPublisher, watcher: Watcher, started: float) -> None:
+    """Prints, every 50 ms, events acknowledged and committed (a diagnosis aid)."""
+    while True:
+        committed = await watcher.committed()
+        print(f"    t={time.perf_counter() - started:6.3f} s queued {publisher.queued:6,} "
+              f"acked {publisher.published:6,} committed {committed:6,}", flush=True)
+        await asyncio.sleep(0.05)
 
 
 async def _backlog(watcher: Watcher, count: int, processors: CpuProbe, broker: CpuProbe
@@ -308,11 +332,12 @@ def _summaries(workdir: Path, group: str, count: int) -> tuple[int, int]:
     return sum(events for events, _ in totals), sum(alerts for _, alerts in totals)
 
 
-def kafka_run(binary: str, events: list[HandshakeEvent], processors: int, partitions: int,
+def kafka_run(binary: str, slices: list[list[HandshakeEvent]], processors: int, partitions: int,
               workdir: Path, compression: Compression = "none") -> KafkaRun:
     """Both phases on a fresh broker (module docstring, step 3)."""
     with TansuBroker(workdir, binary) as broker, contextlib.ExitStack() as stack:
         assert isinstance(broker, TansuBroker) and broker._process is not None
+        events = [event for offered in slices for event in offered]
         broker_pid = broker._process.pid
         settings = settings_for(broker.bootstrap, compression)
         asyncio.run(create_topics(settings, partitions=partitions, replication=1))
@@ -324,7 +349,7 @@ def kafka_run(binary: str, events: list[HandshakeEvent], processors: int, partit
         children_cpu = _cpu_probe([child.pid for child in children])
         broker_cpu, processors_cpu = cpu(), children_cpu()
         publish_s, seconds, publisher_cpu = asyncio.run(
-            _pipelined(settings, events, Watcher(settings, group, partitions)))
+            _pipelined(settings, slices, Watcher(settings, group, partitions)))
         broker_cpu, processors_cpu = cpu() - broker_cpu, children_cpu() - processors_cpu
         _stop(children)
         processed, alerts = _summaries(workdir, group, processors)
@@ -406,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     capture = captures(args.quick)[0]
     generate(capture)
     print(f"running the sensor over {capture.path.name} ...", flush=True)
-    events = sensor_events(capture.path)
+    slices = sensor_events(capture.path)
+    events = [event for offered in slices for event in offered]
     reference = in_process(events)
     print(f"in process: {reference.events:,} events through every detector: "
           f"{reference.rate:,.0f} events/s, {reference.cpu_per_event_us:.1f} us CPU/event, "
@@ -414,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     same = True
     for count in args.processors:
         with tempfile.TemporaryDirectory(prefix="certwatch-kafka-bench-") as workdir:
-            run = kafka_run(binary, events, count, args.partitions, Path(workdir),
+            run = kafka_run(binary, slices, count, args.partitions, Path(workdir),
                             args.compression)
         same = report(reference, run) and same
     return 0 if same else 1

@@ -199,9 +199,8 @@ def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> 
         until_stopped,
     )
     from certwatch.settings import SettingsError
-    from certwatch.workers_live import live_workers, pcap_workers
+    from certwatch.workers_live import live_workers, pcap_workers, sensor_config
     from sensor.capture import open_live
-    from sensor.config import SensorConfig
     from sensor.errors import CaptureError
     from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
     from sensor.sensor import Sensor
@@ -220,11 +219,7 @@ def cmd_sensor(args: argparse.Namespace, capture: LiveCapture | None = None) -> 
             refuse_root(args.allow_root)
     except (SettingsError, CaptureError, PrivilegeError) as error:
         return _fail(str(error))
-    config = SensorConfig(**({"name": args.sensor_name} if args.sensor_name else {}),
-                          foxio_fingerprints=args.foxio, max_flows=args.max_flows,
-                          max_buffered_bytes=getattr(args, "max_buffered_bytes",
-                                                     DEFAULT_MAX_BUFFERED_BYTES),
-                          stats_interval=getattr(args, "stats_interval", 60.0))
+    config = sensor_config(args)
     sensor = Sensor(config)
     bus = KafkaBus(settings)
 

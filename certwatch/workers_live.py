@@ -162,9 +162,11 @@ def live_workers(args: argparse.Namespace,
 
 def worker_namespace(args: argparse.Namespace, index: int) -> argparse.Namespace:
     """Worker ``index``'s options: 1/N of the flow table and of the buffer budget, its own
-    metrics port, privileges already dropped by the parent."""
+    metrics port, privileges already dropped by the parent, its index (``worker_index``) for
+    the ids of the traffic statistics it reports."""
     worker = argparse.Namespace(**vars(args))
     worker.workers = 1
+    worker.worker_index = index
     worker.user = None
     worker.max_flows = max(1, args.max_flows // args.workers)
     worker.max_buffered_bytes = max(
@@ -172,6 +174,17 @@ def worker_namespace(args: argparse.Namespace, index: int) -> argparse.Namespace
     if args.metrics_port:  # 0 (any free port) stays 0
         worker.metrics_port = args.metrics_port + index
     return worker
+
+
+def sensor_config(args: argparse.Namespace) -> SensorConfig:
+    """The sensor's settings from ``certwatch sensor``'s options, or from a worker's
+    (:func:`worker_namespace`)."""
+    return SensorConfig(**({"name": args.sensor_name} if args.sensor_name else {}),
+                        foxio_fingerprints=args.foxio, max_flows=args.max_flows,
+                        max_buffered_bytes=getattr(args, "max_buffered_bytes",
+                                                   DEFAULT_MAX_BUFFERED_BYTES),
+                        stats_interval=getattr(args, "stats_interval", 60.0),
+                        worker=getattr(args, "worker_index", None))
 
 
 def _live_worker(run_one: Callable[[argparse.Namespace, LiveCapture], int],
@@ -201,12 +214,7 @@ def pcap_workers(args: argparse.Namespace, settings: KafkaSettings) -> int:
     if problem:
         print(f"certwatch: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    config = SensorConfig(**({"name": args.sensor_name} if args.sensor_name else {}),
-                          foxio_fingerprints=args.foxio, max_flows=args.max_flows,
-                          max_buffered_bytes=getattr(args, "max_buffered_bytes",
-                                                     DEFAULT_MAX_BUFFERED_BYTES),
-                          stats_interval=getattr(args, "stats_interval", 60.0))
-    return asyncio.run(_publish_pcaps(args, config, KafkaBus(settings)))
+    return asyncio.run(_publish_pcaps(args, sensor_config(args), KafkaBus(settings)))
 
 
 async def _publish_pcaps(args: argparse.Namespace, config: SensorConfig, bus: Bus) -> int:

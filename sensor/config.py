@@ -56,6 +56,11 @@ class SensorConfig:
     stats_interval: float = 60.0
     """Seconds of capture time per ``certwatch.traffic.stats`` interval (aligned on the Unix
     epoch, so sensors and workers agree on the boundaries); 0 turns the statistics off."""
+    worker: int | None = None
+    """This sensor's index among the processes sharing one live capture (``--workers``), None
+    when it is alone. Each worker counts its own flows, so two workers report the same server
+    endpoint for the same interval: the index goes into those ``certwatch.traffic.stats``
+    events' ids so that a store keyed by ``event.id`` keeps both parts (they add up)."""
     max_stats_endpoints: int = 10_000
     """Server endpoints reported per interval; the counts of any more are summed into one
     ``traffic_endpoints_limit`` anomaly of the interval."""

@@ -560,7 +560,7 @@ class Sensor:
         """Close the traffic interval (``end``: the end of input) and queue its events."""
         assert self.traffic is not None
         stats = self.traffic.close(self.flows, end)
-        self._events.extend(to_events(stats, self.config.name))
+        self._events.extend(to_events(stats, self.config.name, self.config.worker))
         detail = limit_detail(stats, self.traffic.max_endpoints)
         if detail is not None:
             self._anomaly(LIMIT_ANOMALY, detail, stats.end)

@@ -201,11 +201,15 @@ def _time(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def to_events(stats: IntervalStats, observer: str) -> list[TrafficStatsEvent]:
+def to_events(stats: IntervalStats, observer: str,
+              worker: int | None = None) -> list[TrafficStatsEvent]:
     """One ``certwatch.traffic.stats`` event per endpoint of ``stats``, in its order.
 
     The event id is a function of the observer, the interval start and the endpoint, so a
-    replay (with any number of workers) gives the same ids."""
+    replay (with any number of workers: their counts are merged first) gives the same ids;
+    ``worker``, a live worker's index, is part of it too, since live workers each report
+    their own share of an endpoint's interval."""
+    extra = () if worker is None else (f"worker {worker}",)
     start, end = _time(stats.start), _time(stats.end)
     duration = max(0, round((stats.end - stats.start) * 1e9))
     observed = Observer(name=observer)
@@ -215,7 +219,7 @@ def to_events(stats: IntervalStats, observer: str) -> list[TrafficStatsEvent]:
         events.append(TrafficStatsEvent(
             timestamp=end,
             event=EventFields(
-                id=event_id(observer, DATASET, repr(stats.start), ip, port),
+                id=event_id(observer, DATASET, repr(stats.start), ip, port, *extra),
                 kind="metric", category=["network"], type=["info"], dataset=DATASET,
                 start=start, end=end, duration=duration,
             ),

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from certwatch.workers_live import Supervisor, live_workers
+from certwatch.cli import build_parser
+from certwatch.workers_live import Supervisor, live_workers, sensor_config, worker_namespace
 from sensor.capture import LiveCapture
 from sensor.decode import decode_frame
 from tests.support import DATA, captures
@@ -278,6 +279,21 @@ def test_live_workers_share_one_fanout_group_each_connection_whole(tmp_path: Pat
     assert clients[0] and clients[1]  # 20 connections spread over both
     for seen in pairs:  # each worker got its connections in both directions
         assert {(b, a) for a, b in seen} == seen
+
+
+def test_each_live_worker_gets_its_share_of_the_bounds_and_its_own_index() -> None:
+    """What a live worker's sensor is configured with: 1/N of the flow table and buffer
+    budget, and its index, which keeps its traffic statistics' ids apart from the other
+    workers' (a sensor alone has none, so its ids are those a replay gives)."""
+    args = build_parser().parse_args(
+        ["sensor", "--interface", "lo", "--workers", "2", "--max-flows", "1000",
+         "--sensor-name", "tap-1"])
+    alone = sensor_config(args)
+    assert alone.worker is None and alone.max_flows == 1000 and alone.name == "tap-1"
+    configs = [sensor_config(worker_namespace(args, index)) for index in (0, 1)]
+    assert [c.worker for c in configs] == [0, 1]
+    assert all(c.max_flows == 500 and c.name == "tap-1" for c in configs)
+    assert all(c.max_buffered_bytes == alone.max_buffered_bytes // 2 for c in configs)
 
 
 def _echo(server: socket.socket) -> None:

@@ -137,3 +137,36 @@ def test_endpoints_beyond_the_bound_are_summed_into_one_anomaly() -> None:
     assert detail.startswith(f"{len(whole) - 2} server endpoints beyond the limit of 2")
     left_out = sum(e.network.bytes for e in whole) - sum(e.network.bytes for e in kept)
     assert f": {left_out} bytes," in detail
+
+
+def test_live_workers_sharing_an_endpoint_report_parts_with_distinct_ids(
+        tmp_path: Path) -> None:
+    """Live ``--workers`` split one server's connections between processes (the kernel's
+    fanout keeps each connection whole): each worker reports its share of the endpoint's
+    interval, the shares add up to what one sensor reports, and their ids differ so a SIEM
+    keyed by ``event.id`` keeps both. A sensor alone keeps the id a replay always gave."""
+    frames = burst_frames(tmp_path)
+    def connection(frame: tuple[float, int, bytes]) -> frozenset[tuple[bytes, int]]:
+        ((_, segment),) = tcp_segments([frame])
+        return frozenset(((segment.src_addr, segment.src_port),
+                          (segment.dst_addr, segment.dst_port)))
+
+    connections = sorted({connection(f) for f in frames}, key=sorted)
+    assert len(connections) > 2  # all to one server endpoint
+    worker_of = {c: index % 2 for index, c in enumerate(connections)}
+    shares = [[f for f in frames if worker_of[connection(f)] == w] for w in (0, 1)]
+    interval = {"stats_interval": 1e9, **NO_EXPIRY}
+    alone = stats(run_sensor(frames, SensorConfig(name="t", **interval)))
+    parts = [stats(run_sensor(share, SensorConfig(name="t", worker=index, **interval)))
+             for index, share in enumerate(shares)]
+    assert len(alone) == 1 and [len(p) for p in parts] == [1, 1]
+    (first,), (second,) = parts
+    assert key_of(first) == key_of(second) == key_of(alone[0])
+    assert first.event.start == second.event.start == alone[0].event.start
+    assert first.event.id != second.event.id
+    assert alone[0].event.id not in {first.event.id, second.event.id}
+    assert first.network.packets + second.network.packets == alone[0].network.packets
+    assert first.network.bytes + second.network.bytes == alone[0].network.bytes
+    unnamed = [stats(run_sensor(share, SensorConfig(name="t", **interval)))[0].event.id
+               for share in shares]
+    assert unnamed[0] == unnamed[1]  # what the workers sent before: one id, a share lost

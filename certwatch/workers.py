@@ -381,9 +381,9 @@ def merge_traffic(events: Sequence[TrafficStatsEvent],
     """Sum the events of one interval per endpoint (their ids, a function of the endpoint
     and the interval, agree), busiest first as a sensor orders them; at most ``bound`` of
     them, and the number of endpoints left out."""
-    summed: dict[tuple[str, int], TrafficStatsEvent] = {}
+    summed: dict[tuple[str, int, str], TrafficStatsEvent] = {}
     for event in events:
-        where = (event.destination.ip, event.destination.port)
+        where = (event.destination.ip, event.destination.port, event.network.transport)
         have = summed.get(where)
         if have is None:
             summed[where] = event

@@ -166,11 +166,12 @@ class Sensor:
         self._next_sweep = 0.0
         self._events: list[SensorEvent] = []
         # QUIC and DTLS handshakes, fed only frames without TCP (see sensor.udp_sessions).
-        self.udp = UdpSensor(self.config, self.builder, self.anomalies, self.stats, self._events)
         # certwatch.traffic.stats: taken at interval boundaries and flow ends, never per
         # packet (sensor.traffic); None when SensorConfig.stats_interval is 0.
         self.traffic = (TrafficStats(self.config.stats_interval, self.config.max_stats_endpoints)
                         if self.config.stats_interval > 0 else None)
+        self.udp = UdpSensor(self.config, self.builder, self.anomalies, self.stats, self._events,
+                             traffic=self.traffic)
         self._timeouts = {
             FlowState.DETECTING: self.config.handshake_timeout,
             FlowState.HANDSHAKE: self.config.handshake_timeout,
@@ -489,9 +490,9 @@ class Sensor:
             if flow.state is _HANDSHAKE:
                 self._drain_gaps(flow)
                 self._end_session(flow, "capture_end")
+        self.udp.finish(self.now)  # its handshakes count in the last interval too
         if self.traffic is not None and self.traffic.start is not None:
             self._report_traffic(self.now)
-        self.udp.finish(self.now)
         for anomaly in self.anomalies.flush(self.now):
             self._events.append(self.builder.anomaly(anomaly))
         return self.drain()
@@ -559,7 +560,7 @@ class Sensor:
     def _report_traffic(self, end: float | None) -> None:
         """Close the traffic interval (``end``: the end of input) and queue its events."""
         assert self.traffic is not None
-        stats = self.traffic.close(self.flows, end)
+        stats = self.traffic.close(self.flows, end, self.udp.flows())
         self._events.extend(to_events(stats, self.config.name, self.config.worker))
         detail = limit_detail(stats, self.traffic.max_endpoints)
         if detail is not None:

@@ -7,6 +7,10 @@ packets and payload bytes, so an interval's counts are *deltas* of those counter
 * at the interval's end, by walking the flow table once (:meth:`TrafficStats.close`), and
 * when a flow is forgotten mid-interval (idle, evicted, reused port): :meth:`forget`.
 
+UDP flows are those the sensor follows for a QUIC or DTLS handshake (``sensor.udp_sessions``:
+other datagrams belong to no flow); their endpoints are counted apart from TCP's on the same
+address and port (``network.transport``).
+
 Each live flow keeps its counters as last reported (packed into one int: memory matters at
 ``max_flows``); a flow without such an entry is new in the interval, which is how
 ``connections`` is counted without a hook where flows are opened. The flow's counters cover
@@ -43,8 +47,8 @@ MAX_OTHER_SEEN: Final = 65_536
 _PACKETS_BITS: Final = 40  # a flow's packets in the low bits of its packed snapshot
 _PACKETS_MASK: Final = (1 << _PACKETS_BITS) - 1
 
-ServerEndpoint = tuple[bytes, int]
-"""(server address as on the wire: 4 or 16 bytes, server port)."""
+ServerEndpoint = tuple[bytes, int, bool]
+"""(server address as on the wire: 4 or 16 bytes, server port, over UDP)."""
 
 
 @dataclass(slots=True)
@@ -83,16 +87,16 @@ def interval_start(timestamp: float, interval: float) -> float:
     return math.floor(timestamp / interval) * interval
 
 
-def _server_of(flow: Flow) -> ServerEndpoint:
+def _server_of(flow: Flow, udp: bool) -> ServerEndpoint:
     """``flow.client_server()[1]`` without building the client's half (once per flow and
-    interval, and once per handshake)."""
+    interval, and once per handshake), and the transport."""
     key = flow.key
-    return (key[0], key[2]) if flow.client_direction == 1 else (key[1], key[3])
+    return (key[0], key[2], udp) if flow.client_direction == 1 else (key[1], key[3], udp)
 
 
-def _order(item: tuple[ServerEndpoint, Counts]) -> tuple[int, int, int, bytes, int]:
-    (addr, port), counts = item
-    return (-counts.bytes, -counts.packets, len(addr), addr, port)
+def _order(item: tuple[ServerEndpoint, Counts]) -> tuple[int, int, int, bytes, int, bool]:
+    (addr, port, udp), counts = item
+    return (-counts.bytes, -counts.packets, len(addr), addr, port, udp)
 
 
 class TrafficStats:
@@ -128,10 +132,10 @@ class TrafficStats:
             self._other_endpoints.add(endpoint)
         return self._other
 
-    def _take(self, flow: Flow, packed: int | None) -> int:
+    def _take(self, flow: Flow, packed: int | None, udp: bool) -> int:
         """Add ``flow``'s counts since ``packed`` (its snapshot; None: a new flow) to its
         endpoint; the new snapshot."""
-        counts = self._slot(_server_of(flow))
+        counts = self._slot(_server_of(flow, udp))
         if packed is None:
             counts.connections += 1
             counts.packets += flow.packets
@@ -141,30 +145,34 @@ class TrafficStats:
             counts.bytes += flow.bytes - (packed >> _PACKETS_BITS)
         return flow.bytes << _PACKETS_BITS | (flow.packets & _PACKETS_MASK)
 
-    def forget(self, flow: Flow) -> None:
-        """``flow`` leaves the table: its last counts go to the current interval."""
+    def forget(self, flow: Flow, udp: bool = False) -> None:
+        """``flow`` (a UDP flow if ``udp``) leaves its table: its last counts go to the
+        current interval."""
         packed = self._reported.pop(flow, None)
         # Unchanged since last taken (an idle flow expiring): nothing to add, no slot.
         if packed != flow.bytes << _PACKETS_BITS | flow.packets:
-            self._take(flow, packed)
+            self._take(flow, packed, udp)
 
-    def handshake(self, flow: Flow, failed: bool) -> None:
+    def handshake(self, flow: Flow, failed: bool, udp: bool = False) -> None:
         """A handshake of ``flow`` was reported (failed: not established)."""
-        counts = self._slot(_server_of(flow))
+        counts = self._slot(_server_of(flow, udp))
         counts.handshakes += 1
         counts.failed_handshakes += failed
 
-    def close(self, flows: Iterable[Flow], end: float | None = None) -> IntervalStats:
-        """End the current interval: walk every live flow once and take its deltas.
+    def close(self, flows: Iterable[Flow], end: float | None = None,
+              udp_flows: Iterable[Flow] = ()) -> IntervalStats:
+        """End the current interval: walk every live flow (TCP ``flows``, ``udp_flows``)
+        once and take its deltas.
 
         ``end`` is the interval's nominal end unless given (the end of the input, earlier).
         The next interval starts when :meth:`begin` is called."""
         reported = self._reported
-        for flow in flows:
-            # Unchanged since last taken (most flows of a quiet link): no endpoint slot.
-            packed = reported.get(flow)
-            if packed != flow.bytes << _PACKETS_BITS | flow.packets:
-                reported[flow] = self._take(flow, packed)
+        for table, udp in ((flows, False), (udp_flows, True)):
+            for flow in table:
+                # Unchanged since last taken (most flows of a quiet link): no endpoint slot.
+                packed = reported.get(flow)
+                if packed != flow.bytes << _PACKETS_BITS | flow.packets:
+                    reported[flow] = self._take(flow, packed, udp)
         start = self.start if self.start is not None else 0.0
         stats = IntervalStats(
             start=start,
@@ -214,18 +222,20 @@ def to_events(stats: IntervalStats, observer: str,
     duration = max(0, round((stats.end - stats.start) * 1e9))
     observed = Observer(name=observer)
     events = []
-    for (addr, port), counts in stats.endpoints:
+    for (addr, port, udp), counts in stats.endpoints:
         ip = format_addr(addr)
+        udp_part = ("udp",) if udp else ()  # TCP's ids stay what they were before UDP
         events.append(TrafficStatsEvent(
             timestamp=end,
             event=EventFields(
-                id=event_id(observer, DATASET, repr(stats.start), ip, port, *extra),
+                id=event_id(observer, DATASET, repr(stats.start), ip, port, *udp_part, *extra),
                 kind="metric", category=["network"], type=["info"], dataset=DATASET,
                 start=start, end=end, duration=duration,
             ),
             observer=observed,
             destination=Endpoint(ip=ip, port=port),
-            network=TrafficNetwork(type="ipv6" if len(addr) == 16 else "ipv4",
+            network=TrafficNetwork(transport="udp" if udp else "tcp",
+                                   type="ipv6" if len(addr) == 16 else "ipv4",
                                    bytes=counts.bytes, packets=counts.packets),
             certwatch=TrafficStatsExtension(traffic=TrafficCounts(
                 connections=counts.connections, handshakes=counts.handshakes,

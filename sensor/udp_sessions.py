@@ -37,6 +37,7 @@ from sensor.udp import decode_udp
 if TYPE_CHECKING:
     from sensor.build import EventBuilder
     from sensor.sensor import SensorStats
+    from sensor.traffic import TrafficStats
 
 #: Default bound of the UDP flow table: UDP handshakes are a small share of a tap's flows.
 DEFAULT_MAX_UDP_FLOWS = 16_384
@@ -100,8 +101,10 @@ class UdpSensor:
 
     def __init__(self, config: SensorConfig, builder: EventBuilder, anomalies: AnomalyCounter,
                  stats: SensorStats, events: list[SensorEvent],
-                 max_flows: int = DEFAULT_MAX_UDP_FLOWS) -> None:
+                 max_flows: int = DEFAULT_MAX_UDP_FLOWS,
+                 traffic: TrafficStats | None = None) -> None:
         self.config = config
+        self.traffic = traffic
         self.builder = builder
         self.anomalies = anomalies
         self.sensor_stats = stats
@@ -115,6 +118,10 @@ class UdpSensor:
 
     def __len__(self) -> int:
         return len(self._flows) // 2
+
+    def flows(self) -> list[Flow]:
+        """The flows in the table, each once (for the traffic statistics)."""
+        return [udp_flow.flow for udp_flow in self._flows_once()]
 
     def process(self, timestamp: float, linktype: int, data: bytes) -> None:
         """Account for one frame that holds no TCP segment."""
@@ -199,6 +206,8 @@ class UdpSensor:
 
     def _forget(self, udp_flow: UdpFlow, reason: str) -> None:
         self._end(udp_flow, reason)
+        if self.traffic is not None:
+            self.traffic.forget(udp_flow.flow, udp=True)
         for key in udp_flow.flow.keys:
             self._flows.pop(key, None)
 
@@ -240,6 +249,9 @@ class UdpSensor:
         stats.certificates += len(events.certificates)
         self.events.append(events.handshake)
         self.events.extend(events.certificates)
+        if self.traffic is not None:
+            self.traffic.handshake(udp_flow.flow, events.handshake.event.outcome == "failure",
+                                   udp=True)
 
     def _anomaly(self, kind: str, detail: str, timestamp: float,
                  flow: Flow | None = None) -> None:

@@ -57,6 +57,17 @@ def test_every_capture_in_tests_data_gives_the_same_output_with_three_workers(
     assert one[2] == three[2]
 
 
+def test_quic_and_dtls_captures_give_the_same_output_with_two_workers(tmp_path: Path) -> None:
+    """UDP handshakes and their flows' traffic statistics (``network.transport: udp``) are
+    one worker's each and merge like TCP's."""
+    udp = [str(p) for p in captures() if p.parent.name in ("quic", "dtls")]
+    one = replay(tmp_path, 1, *udp)
+    two = replay(tmp_path, 2, *udp)
+    assert len(udp) >= 4
+    assert sum('"transport":"udp","type"' in e and "traffic.stats" in e for e in one[0]) >= 4
+    assert one == two
+
+
 @pytest.fixture(scope="module")
 def burst(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """tlsgen's steady traffic with a burst (a rate alert) and its policy."""

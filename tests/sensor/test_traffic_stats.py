@@ -20,7 +20,16 @@ from schemas.topics import TRAFFIC_STATS_TOPIC, key_of, topic_of
 from sensor.config import SensorConfig
 from sensor.sensor import Sensor
 from sensor.traffic import LIMIT_ANOMALY
-from tests.support import anomalies, captures, handshakes, read_frames, run_sensor, tcp_segments
+from sensor.udp import decode_udp
+from tests.support import (
+    DATA,
+    anomalies,
+    captures,
+    handshakes,
+    read_frames,
+    run_sensor,
+    tcp_segments,
+)
 from tools.tlsgen.scenarios import Options, build
 
 REAL = [p for p in captures() if not p.name.endswith(".gz")]
@@ -170,3 +179,44 @@ def test_live_workers_sharing_an_endpoint_report_parts_with_distinct_ids(
     unnamed = [stats(run_sensor(share, SensorConfig(name="t", **interval)))[0].event.id
                for share in shares]
     assert unnamed[0] == unnamed[1]  # what the workers sent before: one id, a share lost
+
+
+UDP_CAPTURES = sorted((DATA / "quic").glob("*.gz")) + sorted((DATA / "dtls").glob("*.gz"))
+
+
+@pytest.mark.parametrize("capture", UDP_CAPTURES, ids=lambda p: p.name)
+def test_quic_and_dtls_flows_are_counted_as_udp_endpoints(capture: Path) -> None:
+    """A QUIC or DTLS flow's datagrams, from the first handshake datagram on (a DTLS
+    handshake record or a QUIC long header), are its server endpoint's
+    ``network.transport: udp`` counts (apart from TCP on the same port), with one connection
+    per flow and its handshakes; datagrams before it (STUN) are no flow and not counted."""
+    frames = read_frames(capture)
+    events = run_sensor(frames, SensorConfig(name="t", stats_interval=1e9))
+    udp_stats = [e for e in stats(events) if e.network.transport == "udp"]
+    found = handshakes(events)
+    assert found and all(h.network.transport == "udp" for h in found)
+    expected: dict[tuple[str, int], Counter[str]] = {}
+    for hs in found:
+        client = (hs.source.ip, hs.source.port)
+        server = (hs.destination.ip, hs.destination.port)
+        counts = expected.setdefault(server, Counter())
+        counts["handshakes"] += 1
+        counts["connections"] += 1
+        opened = False
+        for _, linktype, data in frames:
+            datagram = decode_udp(linktype, data)
+            if datagram is None or not datagram.payload:
+                continue
+            ends = {(ip_text(datagram.src_addr), datagram.src_port),
+                    (ip_text(datagram.dst_addr), datagram.dst_port)}
+            first = datagram.payload[0]
+            opened = opened or (ends == {client, server} and (first == 22 or first & 0x80))
+            if opened and ends == {client, server}:
+                counts["packets"] += 1
+                counts["bytes"] += len(datagram.payload)
+    got = {(e.destination.ip, e.destination.port): Counter(
+        packets=e.network.packets, bytes=e.network.bytes,
+        connections=e.certwatch.traffic.connections, handshakes=e.certwatch.traffic.handshakes)
+        for e in udp_stats}
+    assert got == expected
+    assert len({e.event.id for e in stats(events)}) == len(stats(events))

@@ -2,7 +2,7 @@
 → ``certwatch.alerts``, on the Tansu broker the integration tests use.
 
 Usage: ``python -m bench.kafka_e2e [--quick] [--processors 1 2] [--partitions 6]
-[--compression zstd]``.
+[--compression zstd] [--fetch-max-wait-ms MS]``.
 
 1. The handshake events of the benchmark capture (``bench.run``'s throughput capture,
    generated when missing; ``--quick``: the 2,000-connection one) come from the sensor run
@@ -22,9 +22,13 @@ Usage: ``python -m bench.kafka_e2e [--quick] [--processors 1 2] [--partitions 6]
    first offer until the group's committed offsets cover every event (polled every 20 ms):
    that is events/s end to end; the publisher's own rate and every process's CPU time are
    reported beside it (``KAFKA_E2E_TIMELINE=1`` prints every 50 ms the events queued,
-   acknowledged and committed). The alerts topic is then read back and
-   its alert ids compared with the in-process run (at-least-once: duplicates allowed,
-   missing or extra ids are a failure).
+   acknowledged and committed; ``KAFKA_E2E_TRACE=FILE`` writes to FILE, for each phase, the
+   timeline, every fetch each processor's consumer sent (when, the partitions and offsets
+   asked, when the broker answered and what it held), every batch it handled and its
+   group coordinator's log, all on one wall clock, and the times the whole group sat idle
+   waiting on the broker with events on the topic; those are counted on stdout). The
+   alerts topic is then read back and its alert ids compared with the in-process run
+   (at-least-once: duplicates allowed, missing or extra ids are a failure).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -48,7 +54,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench.run import ROOT, captures, generate
 from certwatch.bus.kafka import KafkaBus, client_kwargs
 from certwatch.publisher import SensorPublisher
-from certwatch.settings import Compression, KafkaSettings, available_compressions
+from certwatch.settings import ENV_PREFIX, Compression, KafkaSettings, available_compressions
 from certwatch.topics_admin import create_topics
 from processors.engine import Processor
 from processors.policy import Policy
@@ -62,6 +68,7 @@ from sensor.sensor import Sensor
 from tests.integration.brokers import TansuBroker, tansu_binary
 
 POLL_S = 0.02
+SETTLE_S = 0.5
 CpuProbe = Callable[[], float]
 DEADLINE_S = 600.0
 
@@ -153,6 +160,10 @@ async def _group_stable(settings: KafkaSettings, group: str, members: int) -> No
             (response,) = await admin.describe_consumer_groups([group])
             described = response.groups[0]  # (error, group, state, protocol type, protocol,
             if described[2] == "Stable" and len(described[5]) == members:  # members, ...)
+                # Tansu says Stable once the leader synced: a follower got its JoinGroup
+                # answer and assignment up to 0.15 s later (9 of 24 traced runs, after the
+                # first offer). Let every member be assigned and fetching, as in service.
+                await asyncio.sleep(SETTLE_S)
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"consumer group never stable: {described[2]}")
@@ -245,7 +256,8 @@ async def _pipelined(settings: KafkaSettings, slices: list[list[HandshakeEvent]]
         publisher.start()
         started, cpu = time.perf_counter(), time.process_time()
         timeline = (asyncio.create_task(_timeline(publisher, watcher, started))
-                    if TIMELINE else None)
+                    if TIMELINE or TRACE is not None else None)
+        _BENCH_TRACE.append(f"{time.time():.6f} bench first offer")
         for offered in slices:
             for event in offered:
                 publisher.offer(event)
@@ -253,6 +265,7 @@ async def _pipelined(settings: KafkaSettings, slices: list[list[HandshakeEvent]]
             # it holds while the next events are built and encoded.
             await asyncio.sleep(0)
         await publisher.close(timeout=DEADLINE_S)
+        _BENCH_TRACE.append(f"{time.time():.6f} bench every event acknowledged")
         published, cpu = time.perf_counter() - started, time.process_time() - cpu
         if publisher.dropped:
             raise RuntimeError(f"the publisher dropped {publisher.dropped} events")
@@ -266,14 +279,187 @@ async def _pipelined(settings: KafkaSettings, slices: list[list[HandshakeEvent]]
 
 
 TIMELINE = bool(os.environ.get("KAFKA_E2E_TIMELINE"))
+TRACE = os.environ.get("KAFKA_E2E_TRACE") or None
+_BENCH_TRACE: list[str] = []  # "wall-clock-stamp who what" lines of this process
+# A processor child started through install_trace (argv: -c CODE TRACE_FILE processor ...).
+_TRACED_CHILD = ("import sys; from bench.kafka_e2e import install_trace; "
+                 "install_trace(sys.argv.pop(1)); from certwatch.cli import main; "
+                 "sys.exit(main(sys.argv[1:]))")
+
+
+def install_trace(path: str) -> None:
+    """In a processor child, before ``certwatch.cli.main``: appends to ``path``, stamped with
+    the wall clock, every fetch its consumer sends and the broker's answer (per partition:
+    offset asked, high-water mark in the answer, ``+`` when it held records), every batch
+    handled, every ``getmany`` that took over 20 ms (split into waiting for the fetcher,
+    decoding and waiting for a core), every assignment and the group coordinator's debug
+    log (aiokafka's loggers stay as quiet as the service sets them everywhere else)."""
+    import logging
+    from collections import Counter
+
+    from aiokafka.consumer import fetcher
+
+    from certwatch.bus import kafka
+    from certwatch.services import ProcessorService
+
+    out = open(path, "a", buffering=1)  # noqa: SIM115  # open for the process's lifetime
+    who = f"p{os.getpid()}"
+
+    def note(text: str) -> None:
+        out.write(f"{time.time():.6f} {who} {text}\n")
+
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter(f"%(created).6f {who} %(name)s %(message)s"))
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    coordinator.setLevel(logging.DEBUG)
+    coordinator.addHandler(handler)
+    coordinator.propagate = False
+
+    fetch = fetcher.Fetcher._proc_fetch_request
+
+    async def traced_fetch(self: Any, assignment: Any, node_id: int, request: Any) -> Any:
+        asked = [(TopicPartition(topic, partition), offset)
+                 for topic, partitions in request.topics for partition, offset, _ in partitions]
+        note("fetch sent: " + " ".join(f"{tp.partition}@{offset}" for tp, offset in asked))
+        sent = time.perf_counter()
+        try:
+            return await fetch(self, assignment, node_id, request)
+        finally:
+            held = []
+            for tp, offset in asked:
+                highwater = (assignment.state_value(tp).highwater if assignment.active
+                             else None)
+                held.append(f"{tp.partition}@{offset}/hw{highwater}"
+                            f"{'+' if tp in self._records else ''}")
+            note(f"fetch answered in {(time.perf_counter() - sent) * 1000:.0f} ms: "
+                 + " ".join(held))
+
+    fetcher.Fetcher._proc_fetch_request = traced_fetch
+    getmany = AIOKafkaConsumer.getmany
+
+    schedstat = Path("/proc/thread-self/schedstat")
+
+    def runqueue_s() -> float:
+        """Seconds this thread waited for a CPU while runnable (0 without schedstats)."""
+        try:
+            return int(schedstat.read_text().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    async def traced_getmany(self: Any, *partitions: Any, timeout_ms: int = 0,
+                             max_records: int | None = None) -> Any:
+        wall, cpu, queued = time.perf_counter(), time.process_time(), runqueue_s()
+        got = await getmany(self, *partitions, timeout_ms=timeout_ms, max_records=max_records)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        queued = runqueue_s() - queued
+        if wall > 0.02:  # idle: waiting for the fetcher; CPU: decoding; runqueue: no core free
+            note(f"getmany {wall * 1000:.0f} ms, idle {(wall - cpu - queued) * 1000:.0f} ms, "
+                 f"runqueue {queued * 1000:.0f} ms: "
+                 f"{sum(len(records) for records in got.values())} records")
+        return got
+
+    AIOKafkaConsumer.getmany = traced_getmany
+    handle = ProcessorService.handle_batch
+
+    async def traced_batch(self: ProcessorService, batch: list[Any]) -> None:
+        started = time.perf_counter()
+        await handle(self, batch)
+        counts = dict(sorted(Counter(message.partition for message in batch).items()))
+        note(f"batch of {len(batch)} {counts} handled and committed in "
+             f"{(time.perf_counter() - started) * 1000:.0f} ms")
+
+    ProcessorService.handle_batch = traced_batch  # type: ignore[method-assign]
+    assigned = kafka._Member.on_partitions_assigned
+
+    async def traced_assigned(self: Any, partitions: Any) -> None:
+        note("assigned " + ",".join(str(tp.partition) for tp in sorted(partitions)))
+        await assigned(self, partitions)
+
+    kafka._Member.on_partitions_assigned = traced_assigned  # type: ignore[method-assign,assignment]
+
+
+def _write_trace(title: str, paths: list[Path]) -> None:
+    """Appends this process's trace lines and the children's ``paths``, sorted by time and
+    shown relative to the first offer (or the first line), to ``TRACE``."""
+    assert TRACE is not None
+    lines = [*_BENCH_TRACE]
+    _BENCH_TRACE.clear()
+    for path in paths:
+        if path.exists():
+            lines += path.read_text(errors="replace").splitlines()
+    stamped = sorted((float(line.split(" ", 1)[0]), line.split(" ", 1)[1]) for line in lines
+                     if line[:1].isdigit())
+    if not stamped:
+        return
+    zero = next((at for at, text in stamped if text == "bench first offer"), stamped[0][0])
+    stalls = _group_idle(stamped, since=zero)
+    with open(TRACE, "a") as out:
+        out.write(f"== {title} (t=0: {zero:.6f})\n")
+        for at, text in stamped:
+            out.write(f"{at - zero:8.3f} {text}\n")
+        if not any(" timeline " in text for _, text in stamped):
+            return  # the backlog phase has no timeline: nothing tells what was waiting
+        out.write(f"== {title}: every member idle in getmany >= {STALL_S * 1000:.0f} ms with "
+                  f">= {STALL_WAITING:,} events acknowledged and not committed: {len(stalls)}"
+                  + "".join(f"\n  {start - zero:.3f}-{end - zero:.3f} s "
+                            f"({(end - start) * 1000:.0f} ms, {waiting:,} waiting)"
+                            for start, end, waiting in stalls) + "\n")
+    print(f"  trace ({title}): {len(stalls)} stall(s) of the whole group"
+          + "".join(f"; {(end - start) * 1000:.0f} ms with {waiting:,} waiting"
+                    for start, end, waiting in stalls), flush=True)
+
+
+STALL_S = 0.15
+STALL_WAITING = 1000
+_IDLE = re.compile(r"(p\d+) getmany (\d+) ms, idle (-?\d+) ms")
+_WAITING = re.compile(r"timeline .* acked +([\d,]+) committed +([\d,]+)")
+
+
+def _group_idle(stamped: list[tuple[float, str]], since: float
+                ) -> list[tuple[float, float, int]]:
+    """(start, end, events waiting) of the times after ``since`` (the first offer) every
+    member sat idle in ``getmany`` (not decoding, not waiting for a core: for the fetcher,
+    i.e. the broker) for at least ``STALL_S`` while at least ``STALL_WAITING`` events were
+    acknowledged and not committed (at the start or the end)."""
+    idle: dict[str, list[tuple[float, float]]] = {}
+    waiting: list[tuple[float, int]] = []
+    for at, text in stamped:
+        if (found := _IDLE.search(text)) is not None:
+            start = at - int(found[2]) / 1000
+            spans = idle.setdefault(found[1], [])
+            start, end = max(start, since), start + max(0, int(found[3])) / 1000
+            if end <= start:
+                continue
+            if spans and start <= spans[-1][1] + 0.01:  # one wait over several polls
+                spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+            else:
+                spans.append((start, end))
+        elif (found := _WAITING.search(text)) is not None:
+            acked, committed = (int(group.replace(",", "")) for group in found.groups())
+            waiting.append((at, acked - committed))
+
+    def waiting_at(moment: float) -> int:
+        before = [count for at, count in waiting if at <= moment]
+        return before[-1] if before else 0
+
+    common: list[tuple[float, float]] = []
+    for n, spans in enumerate(idle.values()):
+        common = spans if n == 0 else [
+            (max(a, c), min(b, d)) for a, b in common for c, d in spans
+            if min(b, d) > max(a, c)]
+    return [(start, end, most) for start, end in common if end - start >= STALL_S
+            and (most := max(waiting_at(start), waiting_at(end))) >= STALL_WAITING]
 
 
 async def _timeline(publisher: SensorPublisher, watcher: Watcher, started: float) -> None:
     """Prints, every 50 ms, events acknowledged and committed (a diagnosis aid)."""
     while True:
         committed = await watcher.committed()
-        print(f"    t={time.perf_counter() - started:6.3f} s queued {publisher.queued:6,} "
-              f"acked {publisher.published:6,} committed {committed:6,}", flush=True)
+        line = (f"t={time.perf_counter() - started:6.3f} s queued {publisher.queued:6,} "
+                f"acked {publisher.published:6,} committed {committed:6,}")
+        if TIMELINE:
+            print(f"    {line}", flush=True)
+        _BENCH_TRACE.append(f"{time.time():.6f} bench timeline {line}")
         await asyncio.sleep(0.05)
 
 
@@ -307,14 +493,22 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> float:
 
 
 def _start_processors(bootstrap: str, group: str, count: int, workdir: Path,
-                      stack: contextlib.ExitStack) -> list[subprocess.Popen[bytes]]:
+                      stack: contextlib.ExitStack, fetch_max_wait_ms: int | None = None
+                      ) -> list[subprocess.Popen[bytes]]:
+    env = dict(os.environ)
+    if fetch_max_wait_ms is not None:
+        env[f"{ENV_PREFIX}FETCH_MAX_WAIT_MS"] = str(fetch_max_wait_ms)
     children = []
     for n in range(count):
         log = stack.enter_context((workdir / f"{group}-{n}.err").open("wb"))
+        argv = ["processor", "--bus", f"kafka://{bootstrap}", "--no-idempotence", "--group",
+                group]
+        start = (["-m", "certwatch.cli"] if TRACE is None
+                 else ["-c", _TRACED_CHILD, str(workdir / f"{group}-{n}.trace")])
         child = subprocess.Popen(
-            [sys.executable, "-m", "certwatch.cli", "processor", "--bus",
-             f"kafka://{bootstrap}", "--no-idempotence", "--group", group],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+            [sys.executable, *start, *argv],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=log)
         stack.callback(_reap, child)
         children.append(child)
     return children
@@ -333,7 +527,8 @@ def _summaries(workdir: Path, group: str, count: int) -> tuple[int, int]:
 
 
 def kafka_run(binary: str, slices: list[list[HandshakeEvent]], processors: int, partitions: int,
-              workdir: Path, compression: Compression = "none") -> KafkaRun:
+              workdir: Path, compression: Compression = "none",
+              fetch_max_wait_ms: int | None = None) -> KafkaRun:
     """Both phases on a fresh broker (module docstring, step 3)."""
     with TansuBroker(workdir, binary) as broker, contextlib.ExitStack() as stack:
         assert isinstance(broker, TansuBroker) and broker._process is not None
@@ -343,7 +538,8 @@ def kafka_run(binary: str, slices: list[list[HandshakeEvent]], processors: int, 
         asyncio.run(create_topics(settings, partitions=partitions, replication=1))
         # 1. Pipelined: the group is up, then the sensor's publisher sends every event.
         group = "bench-pipelined"
-        children = _start_processors(broker.bootstrap, group, processors, workdir, stack)
+        children = _start_processors(broker.bootstrap, group, processors, workdir, stack,
+                                     fetch_max_wait_ms)
         asyncio.run(_group_stable(settings, group, processors))
         cpu = _cpu_probe([broker_pid])
         children_cpu = _cpu_probe([child.pid for child in children])
@@ -352,16 +548,23 @@ def kafka_run(binary: str, slices: list[list[HandshakeEvent]], processors: int, 
             _pipelined(settings, slices, Watcher(settings, group, partitions)))
         broker_cpu, processors_cpu = cpu() - broker_cpu, children_cpu() - processors_cpu
         _stop(children)
+        if TRACE is not None:
+            _write_trace(f"{processors} processor(s), pipelined",
+                         [workdir / f"{group}-{n}.trace" for n in range(processors)])
         processed, alerts = _summaries(workdir, group, processors)
         pipelined = Phase(len(events), seconds, processors_cpu, broker_cpu, publisher_cpu,
                           publish_s, processed, alerts)
         # 2. Backlog: a second group reads the same topic from the start.
         group = "bench-backlog"
-        children = _start_processors(broker.bootstrap, group, processors, workdir, stack)
+        children = _start_processors(broker.bootstrap, group, processors, workdir, stack,
+                                     fetch_max_wait_ms)
         drained, seconds, processors_cpu, broker_cpu = asyncio.run(_backlog(
             Watcher(settings, group, partitions), len(events),
             _cpu_probe([child.pid for child in children]), _cpu_probe([broker_pid])))
         _stop(children)
+        if TRACE is not None:
+            _write_trace(f"{processors} processor(s), backlog",
+                         [workdir / f"{group}-{n}.trace" for n in range(processors)])
         processed, alerts = _summaries(workdir, group, processors)
         backlog = Phase(drained, seconds, processors_cpu, broker_cpu, processed=processed,
                         alerts=alerts)
@@ -423,6 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compression", choices=codecs,
                         default="zstd" if "zstd" in codecs else "none",
                         help="the publisher's producer compression (default: %(default)s)")
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=None,
+                        help="the processors' fetch_max_wait_ms (default: the settings' "
+                        f"{KafkaSettings.model_fields['fetch_max_wait_ms'].default})")
     args = parser.parse_args(argv)
     binary = tansu_binary()
     if binary is None:
@@ -441,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for count in args.processors:
         with tempfile.TemporaryDirectory(prefix="certwatch-kafka-bench-") as workdir:
             run = kafka_run(binary, slices, count, args.partitions, Path(workdir),
-                            args.compression)
+                            args.compression, args.fetch_max_wait_ms)
         same = report(reference, run) and same
     return 0 if same else 1
 

@@ -131,6 +131,16 @@ class KafkaSettings(BaseSettings):
         default=10_000, ge=1000, le=300_000,
         description="a consumer silent this long leaves its group; its partitions move on")
     heartbeat_interval_ms: int = Field(default=3000, ge=100, le=100_000)
+    fetch_max_wait_ms: int = Field(
+        default=100, ge=10, le=30_000,
+        description="longest a consumer's fetch may wait on the broker for data (Kafka's "
+        "fetch.max.wait.ms; Kafka's default is 500). A consumer sends one fetch at a time to "
+        "each broker: while some of its partitions still hold records being processed, it "
+        "asks for the others alone, and when those are quiet (the traffic statistics topic) "
+        "that fetch holds up the busy partitions this long. Tansu also answers a fetch that "
+        "found nothing only at its next look, half this time later, even when data came "
+        "meanwhile. With 500 both left the processors of bench.kafka_e2e idle for 0.25-0.5 s "
+        "with thousands of events waiting (tests/integration/test_kafka_fetch_wait.py)")
     topics: TopicNames = Field(default_factory=TopicNames)
     topic_partitions: int = Field(
         default=6, ge=1, description="`topics create`: partitions per topic (processors scale "

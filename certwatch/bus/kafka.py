@@ -198,6 +198,23 @@ def producer_kwargs(settings: KafkaSettings,
     }
 
 
+def consumer_kwargs(settings: KafkaSettings, group: str) -> dict[str, Any]:
+    """Keyword arguments of ``AIOKafkaConsumer`` for a member of ``group``."""
+    kwargs = client_kwargs(settings)
+    kwargs["request_timeout_ms"] = max(kwargs["request_timeout_ms"],
+                                       _CONSUMER_MIN_REQUEST_TIMEOUT_MS)
+    return kwargs | {
+        "group_id": group, "enable_auto_commit": False, "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        # Handshake events carry their certificate chain (several KB each): Kafka's
+        # 1 MiB per-partition fetch would cap a poll at a few hundred events.
+        "max_partition_fetch_bytes": _MAX_PARTITION_FETCH_BYTES,
+        "fetch_max_bytes": _FETCH_MAX_BYTES,
+    }
+
+
 class _Member(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """One subscription's consumer and what it knows of its group membership.
 
@@ -477,17 +494,7 @@ class KafkaBus:
     async def _consume(
         self, topics: tuple[str, ...], group: str
     ) -> AsyncIterator[list[Message]]:
-        kwargs = client_kwargs(self.settings)
-        kwargs["request_timeout_ms"] = max(kwargs["request_timeout_ms"],
-                                           _CONSUMER_MIN_REQUEST_TIMEOUT_MS)
-        consumer = AIOKafkaConsumer(
-            group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
-            # Handshake events carry their certificate chain (several KB each): Kafka's
-            # 1 MiB per-partition fetch would cap a poll at a few hundred events.
-            max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
-            fetch_max_bytes=_FETCH_MAX_BYTES, **kwargs)
+        consumer = AIOKafkaConsumer(**consumer_kwargs(self.settings, group))
         member = _Member(group, consumer)
         consumer.subscribe(list(topics), listener=member)
         self._consumers.append(member)
@@ -592,8 +599,8 @@ class KafkaBus:
         """Ready when every subscription has joined its group and, if it owns partitions,
         a fetch was answered within ``session_timeout_ms`` (the time after which the broker
         itself would count the member gone). Fetches are answered at least every
-        ``fetch.max.wait.ms`` (0.5 s) even with nothing new, so silence means the broker is
-        away, not that the topic is quiet."""
+        ``fetch_max_wait_ms`` (0.1 s by default) even with nothing new, so silence means the
+        broker is away, not that the topic is quiet."""
         if not self._consumers:
             return ConsumerStatus(False, "not consuming yet")
         now = time.time() if now is None else now

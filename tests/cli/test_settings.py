@@ -15,6 +15,7 @@ from certwatch.bus.kafka import (
     BusConfigurationError,
     KafkaBus,
     client_kwargs,
+    consumer_kwargs,
     producer_kwargs,
     ssl_context,
 )
@@ -209,3 +210,17 @@ def test_idempotence_and_acks_reach_the_producer() -> None:
     assert producer_kwargs(load_settings())["enable_idempotence"] is True
     off = producer_kwargs(load_settings(overrides={"compression": "none"}))
     assert off["compression_type"] is None
+
+
+def test_the_fetch_wait_reaches_the_consumer_and_defaults_below_kafkas(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A processor's fetch waits at most ``fetch_max_wait_ms`` on the broker. Kafka's own
+    500 ms left the processors of bench.kafka_e2e idle for 0.25-0.5 s with thousands of
+    events waiting (a quiet partition's fetch holding up the busy ones; bench/README.md)."""
+    kwargs = consumer_kwargs(load_settings(), "certwatch-processors")
+    assert kwargs["fetch_max_wait_ms"] == 100 and kwargs["group_id"] == "certwatch-processors"
+    assert kwargs["enable_auto_commit"] is False  # commits follow the alerts, not a timer
+    monkeypatch.setenv("CERTWATCH_KAFKA_FETCH_MAX_WAIT_MS", "500")
+    assert consumer_kwargs(load_settings(), "g")["fetch_max_wait_ms"] == 500
+    with pytest.raises(SettingsError, match="fetch_max_wait_ms"):
+        load_settings(overrides={"fetch_max_wait_ms": "0"})

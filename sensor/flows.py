@@ -348,13 +348,16 @@ class FlowTable:
 
     def idle_since(self, now: float, timeouts: dict[FlowState, float]) -> list[Flow]:
         """Flows whose last packet is older than their state's idle timeout."""
-        # Each flow once: under its first key (the dict keeps the key object it was given).
+        # Each flow once: under its first key, compared by value (bytes == tests identity
+        # first, so it costs what ``is`` does): mypyc-compiled code hands out fresh key
+        # objects, and with ``is`` found no flow at all (bench/README.md, round 7).
         return [f for k, f in self._entries.items()
-                if k is f.fkey and now - f.last_seen > timeouts[f.state]]
+                if k == f.fkey and now - f.last_seen > timeouts[f.state]]
 
     def __iter__(self) -> Iterator[Flow]:
         """The live flows in creation order (a snapshot: the table may change meanwhile).
 
         The dict's order is the flows' creation order: both keys are inserted when a flow is
-        added and never again while it lives."""
-        return iter([f for k, f in self._entries.items() if k is f.fkey])
+        added and never again while it lives. A flow's reverse key equals its key only for
+        a flow from an address and port to themselves, and then the two are one entry."""
+        return iter([f for k, f in self._entries.items() if k == f.fkey])

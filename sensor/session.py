@@ -132,7 +132,8 @@ _shared_alpn: dict[tuple[bytes, ...], tuple[bytes, ...]] = {}
 def _shared_fields(hello: m.ClientHello) -> m.ClientHello:
     """``hello`` with its server name and ALPN list replaced by equal ones already held by
     earlier hellos (the same hello when there is nothing to share)."""
-    name, alpn = hello.server_name, hello.alpn
+    name: str | None = hello.server_name
+    alpn = hello.alpn
     shared_name = name if name is None else _shared_names.get(name)
     shared_alpn = _shared_alpn.get(alpn) if alpn else alpn
     if shared_name is None and name is not None:

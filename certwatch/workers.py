@@ -2,7 +2,8 @@
 
 Each worker process reads the whole capture itself (the mmap reader costs ~0.6 µs a
 packet) and feeds its sensor only the frames whose flow hashes to it
-(``Sensor.process_share``, ``sensor.flowhash``: both directions of a connection, and
+(``Sensor.process_share_many``, a list of frames a call, the owner test inline: ~0.6 µs for
+another worker's frame; ``sensor.flowhash``: both directions of a connection, and
 tunnelled traffic by its inner flow, land on one worker). Frames that are no flow (not
 TCP, malformed, unknown link type) are the sensor's business of worker 0 alone, so every
 counter is counted once. For the frames it skips a worker still lets capture time pass
@@ -20,7 +21,12 @@ decided in the parent, in that order, so the result does not depend on N:
   :class:`AnomalyCounter` makes the events (``anomaly_report_interval``);
 * certificate announcements: workers announce every certificate; the parent keeps the
   first sighting per ``certificate_event_ttl`` (:class:`Announcements`, the rule of
-  ``sensor.build``, compared on the event's microsecond timestamp);
+  ``sensor.build``, compared on the event's microsecond timestamp). The text of a
+  certificate's event goes over the pipe once per worker (bounded: :data:`TEMPLATES`);
+  later sightings travel as a :class:`Sighting`, its time, id and place, from which the
+  parent makes the text in the rare case it announces one (a certificate seen again after
+  its TTL). On the benchmark capture 14,000 of a worker's 24,000 events are such repeats,
+  which the parent drops: serialised, they were 40 of its 120 MB of pipe traffic;
 * traffic statistics: every worker cuts its intervals at the same frame (intervals are
   epoch-aligned and skipped frames still move a worker's capture time), so the parent sums
   the workers' ``certwatch.traffic.stats`` events of one frame per endpoint
@@ -53,15 +59,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, NamedTuple
 
 from certwatch.codec import encode
 from certwatch.output import JsonLinesWriter
 from certwatch.progress import Progress
-from certwatch.replay import ReplayReport, summary
+from certwatch.replay import ReplayReport, collector_tuned, summary
 from schemas.events import CertificateEvent, SensorEvent, TrafficStatsEvent
-from schemas.topics import TRAFFIC_STATS_TOPIC, key_of, topic_of
+from schemas.topics import CERTIFICATE_TOPIC, TRAFFIC_STATS_TOPIC, key_of, topic_of
 from sensor.anomalies import Anomaly, AnomalyCounter
 from sensor.capture import open_capture
 from sensor.config import SensorConfig
@@ -78,20 +85,40 @@ if TYPE_CHECKING:
     from processors.engine import Processor
     from processors.policy import Policy
     from schemas.alerts import AlertEvent
+    from sensor.pcapfile import CaptureReader
 
 log = logging.getLogger("certwatch.workers")
 
-SEND_MASK = 16_384 - 1  # a watermark every 16384 frames at least, so the parent can release
-SEND_EVERY_ITEMS = 512  # events per pipe message at most (one pickle, one write)
+SEND_FRAMES = 16_384  # a watermark every 16384 frames at least, so the parent can release
+SEND_EVERY_ITEMS = 512  # events per pipe message, about (sent after the frame list reaching it)
 MAX_HELD = 50_000  # events the parent holds from one worker before it stops reading it
 END = 1 << 62  # the frame tag of what ``Sensor.finish`` emits: after every frame
+TEMPLATES = 4096  # certificates per worker whose event text the parent keeps (see Sighting)
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
 FlowEnds = tuple[tuple[bytes, int], tuple[bytes, int]]
+
+
+class Sighting(NamedTuple):
+    """A certificate event sent without its text: what differs from the worker's earlier
+    event of that certificate (whose text the parent has, ``template``, filled in when the
+    parent receives it). Every other member is the certificate's own or the observer's."""
+
+    stamp: datetime
+    event_id: str
+    role: str
+    position: int
+    server_ip: str
+    server_port: int
+    server_name: str | None
+    template: str = ""
+
+
 # One item per event or raw anomaly: (frame tag, topic, key, JSON text, certificate sha256
-# or None, timestamp, None). An anomaly: (frame tag, "", kind, detail, None, timestamp,
-# its flow's ends or None).
-Item = tuple[int, str, str, str, str | None, float, FlowEnds | None]
+# or None, timestamp, None). A certificate sent as a Sighting: (frame tag, topic, key, "",
+# sha256, timestamp, the Sighting). An anomaly: (frame tag, "", kind, detail, None,
+# timestamp, its flow's ends or None).
+Item = tuple[int, str, str, str, str | None, float, FlowEnds | Sighting | None]
 Emit = Callable[[str, str, str], Awaitable[None]]
 """(topic, key, JSON text) of one merged event, in order."""
 
@@ -182,16 +209,29 @@ class _Outbox:
         self.items: list[Item] = []
         self.to_json = JsonLinesWriter("-").to_json  # its shared-fragment cache; no output
         self.progress: tuple[str, int, int | None] | None = None
+        # Certificates whose event text was sent, in step with the parent's templates.
+        self.texts_sent: dict[str, None] = {}
+        self.sent = 0  # the watermark of the last batch sent
 
     def collect(self, tag: int, events: list[SensorEvent]) -> None:
         """Tag ``events`` and the anomalies recorded while the sensor handled frame ``tag``.
         Anomalies go after the frame's events: their relative order is lost, which only
         matters for the order of output, not its content."""
-        append, to_json = self.items.append, self.to_json
+        append, to_json, sent = self.items.append, self.to_json, self.texts_sent
         for event in events:
             if isinstance(event, CertificateEvent):
-                append((tag, topic_of(event), key_of(event), to_json(event), event.hash.sha256,
-                        event.timestamp.timestamp(), None))
+                sha256, stamp = event.hash.sha256, event.timestamp
+                if sha256 in sent:
+                    seen = event.certwatch.seen
+                    append((tag, CERTIFICATE_TOPIC, sha256, "", sha256, stamp.timestamp(),
+                            Sighting(stamp, event.event.id, seen.role, seen.position,
+                                     seen.server_ip, seen.server_port, seen.server_name)))
+                    continue
+                if len(sent) >= TEMPLATES:  # Templates.take does the same
+                    sent.clear()
+                sent[sha256] = None
+                append((tag, CERTIFICATE_TOPIC, sha256, to_json(event), sha256,
+                        stamp.timestamp(), None))
             else:
                 append((tag, topic_of(event), key_of(event), to_json(event), None, 0.0, None))
         for anomaly in self.forward.raw:
@@ -202,6 +242,7 @@ class _Outbox:
     def send(self, watermark: int) -> None:
         self.conn.send(("batch", watermark, snapshot(self.sensor), self.items, self.progress))
         self.items = []
+        self.sent = watermark
 
 
 def snapshot(sensor: Sensor) -> Snapshot:
@@ -221,38 +262,28 @@ def run_worker(index: int, workers: int, paths: Sequence[str], config: SensorCon
     outbox = _Outbox(conn, sensor, forward)
     report = ReplayReport()
     frame = 0
-    share, drain = sensor.process_share, sensor.drain
-    queue, raw = sensor.queue, forward.raw
-    for path in paths:
-        try:
-            reader = open_capture(path)
-        except CaptureError as error:
-            if index == 0:  # every worker fails alike: one says so
-                log.error("%s", error)
-            report.failed.append((path, str(error)))
-            continue
-        report.captures += 1
-        with reader:
-            for batch in reader.batches():  # lists of frames: no per-frame generator resume
-                for timestamp, linktype, data in batch:
-                    frame += 1
-                    # This worker's frames are processed, the others only move the clock;
-                    # the owner test (sensor.flowhash) shares process()'s header unpack.
-                    share(timestamp, linktype, data, workers, index)
-                    if queue or raw:
-                        outbox.collect(frame, drain())
-                    if not frame & SEND_MASK or len(outbox.items) >= SEND_EVERY_ITEMS:
-                        if index == 0:
-                            outbox.progress = (path, reader.bytes_read, reader.bytes_total)
-                        outbox.send(frame)
-            if reader.truncated:
-                if index == 0:
-                    log.warning("%s: capture is truncated; read what was complete", path)
-                report.truncated.append(path)
-            report.skipped_records += reader.skipped_records
-    outbox.send(frame)
-    outbox.collect(END, sensor.finish())
-    outbox.send(END)
+    # The collector set as for a replay in one process (certwatch.replay.collector_tuned),
+    # though a worker gains little from it: 0.3% of its instructions on the benchmark.
+    with collector_tuned():
+        for path in paths:
+            try:
+                reader = open_capture(path)
+            except CaptureError as error:
+                if index == 0:  # every worker fails alike: one says so
+                    log.error("%s", error)
+                report.failed.append((path, str(error)))
+                continue
+            report.captures += 1
+            with reader:
+                frame = _share(reader, path, outbox, frame, workers, index)
+                if reader.truncated:
+                    if index == 0:
+                        log.warning("%s: capture is truncated; read what was complete", path)
+                    report.truncated.append(path)
+                report.skipped_records += reader.skipped_records
+        outbox.send(frame)
+        outbox.collect(END, sensor.finish())
+        outbox.send(END)
     conn.send(("end", snapshot(sensor), report.captures, report.failed, report.truncated,
                report.skipped_records))
     conn.close()
@@ -260,7 +291,76 @@ def run_worker(index: int, workers: int, paths: Sequence[str], config: SensorCon
               time.process_time())
 
 
+def _share(reader: CaptureReader, path: str, outbox: _Outbox, frame: int, workers: int,
+           index: int) -> int:
+    """This worker's share of one capture, its frames numbered on from ``frame``; returns
+    the number of the last."""
+    sensor = outbox.sensor
+    share, drain, queue, raw = (sensor.process_share_many, sensor.drain, sensor.queue,
+                                outbox.forward.raw)
+    for batch in reader.batches():  # lists of frames: no per-frame generator resume
+        frames, left = iter(batch), len(batch)
+        while left:
+            # This worker's frames are processed, the others only move the clock. A call
+            # returns after any frame that may have queued something, so what is queued
+            # then is that frame's (Sensor.process_share_many).
+            taken = share(frames, left, workers, index)
+            frame += taken
+            left -= taken
+            if queue or raw:
+                outbox.collect(frame, drain())
+        if frame - outbox.sent >= SEND_FRAMES or len(outbox.items) >= SEND_EVERY_ITEMS:
+            if index == 0:
+                outbox.progress = (path, reader.bytes_read, reader.bytes_total)
+            outbox.send(frame)
+    return frame
+
+
 # -- the parent -----------------------------------------------------------------------------
+
+
+class Templates:
+    """The parent's copy of one worker's certificate event texts (``_Outbox.texts_sent``):
+    the same certificates, in step because both see that worker's items in its order and
+    clear at the same item."""
+
+    def __init__(self) -> None:
+        self._text: dict[str, str] = {}
+
+    def take(self, items: list[Item]) -> None:
+        """Keep the texts of certificate events in ``items``; give each Sighting its
+        certificate's text."""
+        texts = self._text
+        for position, item in enumerate(items):
+            sha256 = item[4]
+            if sha256 is None:
+                continue
+            sighting = item[6]
+            if isinstance(sighting, Sighting):
+                tag, topic, key, text, _, timestamp, _ = item
+                items[position] = (tag, topic, key, text, sha256, timestamp,
+                                   sighting._replace(template=texts[sha256]))
+                continue
+            if len(texts) >= TEMPLATES:
+                texts.clear()
+            texts[sha256] = item[3]
+
+
+def sighting_text(sighting: Sighting) -> str:
+    """The event text one sensor would have written for this sighting: its certificate's
+    earlier event with this one's time, id and place (the only members that differ, see
+    ``EventBuilder._certificate_events``). Rare (a certificate announced again after its
+    TTL, on a worker that sent its text before): decoded and encoded in full."""
+    event = CertificateEvent.model_validate_json(sighting.template)
+    extension = event.certwatch
+    seen = extension.seen.model_copy(update={
+        "role": sighting.role, "position": sighting.position, "server_ip": sighting.server_ip,
+        "server_port": sighting.server_port, "server_name": sighting.server_name})
+    return encode(event.model_copy(update={
+        "timestamp": sighting.stamp,
+        "event": event.event.model_copy(update={"id": sighting.event_id}),
+        "certwatch": extension.model_copy(update={"seen": seen}),
+    })).decode()
 
 
 @dataclass(slots=True)
@@ -272,6 +372,7 @@ class _Worker:
     snapshot: Snapshot | None = None
     ended: bool = False
     reading: bool = False
+    templates: Templates = field(default_factory=Templates)
 
 
 class Merger:
@@ -314,6 +415,7 @@ class Merger:
                 stats_tag = tag
                 continue
             if not topic:  # a raw anomaly: kind, detail
+                assert not isinstance(flow, Sighting)
                 report = self.anomalies.record(key, text, timestamp, flow)
                 if report is not None:
                     await self._emit_model(report)
@@ -322,6 +424,8 @@ class Merger:
                 if not self.announcements.first_sighting(sha256, timestamp):
                     continue
                 self.certificates += 1
+                if isinstance(flow, Sighting):
+                    text = sighting_text(flow)
             await self._send(topic, key, text)
         if stats:
             await self._send_stats(stats)
@@ -493,6 +597,7 @@ def _take(index: int, worker: _Worker, merger: Merger, report: ReplayReport,
     if message[0] == "batch":
         _, watermark, snap, items, where = message
         worker.watermark = watermark
+        worker.templates.take(items)
         worker.held.extend(items)
         merger.update(index, snap)
         if progress is not None and where is not None:

@@ -33,15 +33,18 @@ from sensor.decode import (
 )
 from sensor.errors import ParseError
 
-__all__ = ["NOT_A_FLOW", "endpoints_hash", "flow_owner"]
+__all__ = ["ETH_IPV4_ENDS", "GOLDEN", "NOT_A_FLOW", "PRIME", "endpoints_hash", "flow_owner"]
 
 #: What :func:`flow_owner` returns for a frame that carries no TCP flow.
 NOT_A_FLOW = -1
 # EtherType, version/IHL, total length, fragment field, protocol, source, destination: the
 # layout of ``sensor.decode.ETH_IPV4_TCP_HEAD`` with the addresses as integers.
 _ETH_IPV4_HEAD = struct.Struct("!HBxH2xHxB2xII").unpack_from
-_PRIME = 4_294_967_291  # the largest prime below 2**32: folds IPv6-sized sums to 32 bits
-_GOLDEN = 2_654_435_761  # Knuth's multiplicative hash constant, 2**32 / phi
+#: The addresses (as integers) and ports of an untagged Ethernet/IPv4/TCP frame without IP
+#: options, from offset 26: what ``Sensor.process_share_many`` hashes inline.
+ETH_IPV4_ENDS = struct.Struct("!IIHH").unpack_from
+PRIME = 4_294_967_291  # the largest prime below 2**32: folds IPv6-sized sums to 32 bits
+GOLDEN = 2_654_435_761  # Knuth's multiplicative hash constant, 2**32 / phi
 
 
 def endpoints_hash(src: int, dst: int, sport: int, dport: int) -> int:
@@ -50,7 +53,9 @@ def endpoints_hash(src: int, dst: int, sport: int, dport: int) -> int:
     client ports and addresses spread over the workers."""
     total = (src << 16 | sport) + (dst << 16 | dport)
     # The top bits of the product depend on every bit of the sum (the low ones do not).
-    return ((total % _PRIME) * _GOLDEN & 0xFFFFFFFF) >> 16
+    # Sensor.process_share_many repeats this inline (as ((src + dst) << 16) + sport + dport,
+    # the same sum: ports are below 2**16): keep the two the same.
+    return ((total % PRIME) * GOLDEN & 0xFFFFFFFF) >> 16
 
 
 def flow_owner(linktype: int, data: bytes, workers: int) -> int:

@@ -34,7 +34,14 @@ from sensor.decode import (
     decode_frame,
 )
 from sensor.errors import DecodeError, ParseError
-from sensor.flowhash import NOT_A_FLOW, endpoints_hash, flow_owner
+from sensor.flowhash import (
+    ETH_IPV4_ENDS,
+    GOLDEN,
+    NOT_A_FLOW,
+    PRIME,
+    endpoints_hash,
+    flow_owner,
+)
 from sensor.flows import (
     CLIENT_IS_1,
     CLIENT_KNOWN,
@@ -68,6 +75,9 @@ HELLO_INCOMPLETE = "tls_hello_incomplete"
 #: Anomaly kind of a flow whose buffers were dropped because all flows together held more
 #: than ``SensorConfig.max_buffered_bytes``.
 BUDGET_EXCEEDED = "buffer_budget_exceeded"
+#: Keys of other workers' flows a worker's sensor remembers (process_share_many): ~100 bytes
+#: each; the cache is emptied when full, which costs only hashing again.
+OTHERS_KEPT = 65_536
 # Enum members as module constants: ``FlowState.CLOSED`` is a class attribute lookup through
 # the enum's metaclass (~75 ns here), several per segment on the handshake path.
 _DETECTING, _HANDSHAKE = FlowState.DETECTING, FlowState.HANDSHAKE
@@ -162,6 +172,8 @@ class Sensor:
         self.anomalies = AnomalyCounter(self.config.anomaly_report_interval)
         self.builder = EventBuilder(self.config)
         self._flow_entry = self.flows.entry_getter()
+        # Flow keys of frames another worker owns (process_share_many): a cache, not state.
+        self._others: dict[bytes, None] = {}
         self.now = 0.0
         self._next_sweep = 0.0
         self._events: list[SensorEvent] = []
@@ -353,15 +365,116 @@ class Sensor:
         elif timestamp > self.now:
             self.advance(timestamp)
 
+    def process_share_many(
+        self, frames: Iterator[tuple[float, int, bytes]], limit: int, workers: int, index: int
+    ) -> int:
+        """:meth:`process_share` for up to ``limit`` frames taken from ``frames``; returns how
+        many were taken: fewer when ``frames`` ran out (0 once it is empty), or when it
+        stopped right after a frame that needed more than counting (a segment, another kind
+        of frame, a sweep of idle flows). Only such a frame can queue events or record
+        anomalies, so whatever a caller finds queued after a call is the last frame's: a
+        worker tags it with the frame number the counts add up to. A sensor takes one
+        share: the same ``workers`` and ``index`` on every call (its flow table and cache
+        hold that share's flows).
+
+        For a worker's loop, as :meth:`process_many` is for a replay's: the fast path is
+        repeated inline (keep it, :meth:`process_share`'s and :meth:`process_many`'s the
+        same; tests/sensor/test_process_many.py compares them on every frame), with the
+        four-word header test, so another worker's frame costs the test and two dict
+        lookups, not a method call, an eleven-field unpack and the owner hash. A frame whose
+        flow is in this sensor's table is this worker's without hashing: only this worker's
+        frames open flows here, and a table key holds the addresses and ports the hash is
+        made of. The keys found to be another worker's are kept (a bounded cache of a pure
+        function of the key, emptied when full); the others are hashed inline
+        (sensor.flowhash.endpoints_hash, ~0.2 µs of big-integer arithmetic)."""
+        stats, entry_of, share = self.stats, self._flow_entry, self.process_share
+        segment = self._segment
+        # Module constants as locals: a LOAD_FAST each, on every packet.
+        ethernet, words, ipv4_ihl5, frag_proto_mask, tcp_first = (
+            LINKTYPE_ETHERNET, ETH_IPV4_TCP_WORDS, _ETH_IPV4_IHL5, _FRAG_PROTO, _TCP_FIRST)
+        counting, closed, fin_rst, syn, fin_syn_rst = (
+            _COUNTING, _CLOSED, _FIN_RST, SYN, _FIN_SYN_RST)
+        addrs_tcp, new_segment, no_vlans = ETH_IPV4_ADDRS_TCP, _new_segment, _NO_VLANS
+        ends, prime, golden, others = ETH_IPV4_ENDS, PRIME, GOLDEN, self._others
+        now, next_sweep = self.now, self._next_sweep
+        # As in process_many, the clock and this worker's packet and byte totals live in
+        # locals: the clock written back before the call that ends a run, the totals at
+        # the end (no call reads them).
+        taken = packets = captured = 0
+        for timestamp, linktype, data in islice(frames, limit):
+            taken += 1
+            if timestamp > now:  # every frame moves the clock, this worker's or not
+                now = timestamp
+                if timestamp >= next_sweep:
+                    self.now = now
+                    self._sweep(timestamp)
+                    # The sweep may have queued events: this frame's, so stop after it.
+                    # The frame is then handled by process_share (its clock is set).
+                    share(timestamp, linktype, data, workers, index)
+                    break
+            size = len(data)
+            if linktype == ethernet and size >= 54:
+                head, total, frag_proto, tcp_word = words(data, 12)
+                if head >> 8 == ipv4_ihl5 and frag_proto & frag_proto_mask == tcp_first:
+                    end = 14 + total
+                    if end > size:
+                        end = size
+                    start = 34 + (tcp_word >> 12) * 4
+                    if tcp_word >= 0x5000 and start <= end:
+                        key = data[26:38]
+                        flow = entry_of(key)
+                        if flow is None:
+                            # Another worker's flow, or a new one of this worker's.
+                            if key in others:
+                                continue
+                            src, dst, sport, dport = ends(data, 26)
+                            both = ((src + dst) << 16) + sport + dport
+                            if ((both % prime * golden & 0xFFFFFFFF) >> 16) % workers != index:
+                                if len(others) >= OTHERS_KEPT:
+                                    others.clear()
+                                others[key] = None
+                                continue
+                        else:
+                            state = flow.state
+                            if (
+                                (state is counting and not tcp_word & fin_rst)
+                                or (state is closed and not tcp_word & syn)
+                                or (start == end and not tcp_word & fin_syn_rst)
+                            ):
+                                packets += 1
+                                captured += size
+                                flow.packets += 1
+                                flow.bytes += end - start
+                                flow.last_seen = timestamp
+                                continue
+                        packets += 1
+                        captured += size
+                        self.now = now
+                        # _fast_segment, inline (the TCP header is at 34)
+                        src_addr, dst_addr, sport, dport, seq, ack = addrs_tcp(data, 26)
+                        segment(key, flow, new_segment(TcpSegment, (
+                            src_addr, dst_addr, sport, dport, seq, ack, tcp_word & 0xFF,
+                            data[start:end], no_vlans)), timestamp)
+                        break
+            self.now = now
+            share(timestamp, linktype, data, workers, index)  # counts itself if it is ours
+            break
+        else:  # no call since the clock was last written back
+            self.now = now
+        stats.packets += packets
+        stats.bytes += captured
+        return taken
+
     def process_many(self, frames: Iterator[tuple[float, int, bytes]], limit: int) -> int:
         """Account for up to ``limit`` frames taken from ``frames``, exactly as calling
         :meth:`process` for each; returns how many were taken (fewer than ``limit`` only when
         ``frames`` ran out). Events queue up as with :meth:`process`.
 
         For a replay loop: the fast path of :meth:`process` is repeated here inline (keep
-        the two, and :meth:`process_share`'s, the same; tests/sensor/test_process_many.py and
-        test_fast_path.py compare them), so that the bulk of the packets cost no method call
-        and no attribute lookups of the sensor (~0.3 µs of ~1 µs per packet)."""
+        the two, :meth:`process_share`'s and :meth:`process_share_many`'s the same;
+        tests/sensor/test_process_many.py and test_fast_path.py compare them), so that the
+        bulk of the packets cost no method call and no attribute lookups of the sensor
+        (~0.3 µs of ~1 µs per packet)."""
         stats, entry_of, frame = self.stats, self._flow_entry, self._frame
         segment = self._segment
         # Module constants as locals: a LOAD_FAST each, on every packet.

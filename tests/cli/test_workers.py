@@ -13,16 +13,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import pytest
 
+from certwatch import workers as workers_module
 from certwatch.cli import build_parser
+from certwatch.output import JsonLinesWriter
+from certwatch.replay import replay_sync
 from certwatch.workers_live import Supervisor, live_workers, sensor_config, worker_namespace
+from schemas.events import CertificateEvent
 from sensor.capture import LiveCapture
+from sensor.config import SensorConfig
 from sensor.decode import decode_frame
-from tests.support import DATA, captures
+from sensor.sensor import Sensor
+from tests.support import DATA, captures, read_frames, run_sensor
 
 CERTWATCH = [sys.executable, "-m", "certwatch.cli"]
 ALL_CAPTURES = [str(p) for p in captures() if not p.name.endswith(".gz")]
@@ -96,6 +103,77 @@ def test_certificates_seen_by_several_workers_are_announced_once(tmp_path: Path)
     certificates = [e for e in events if "certwatch.tls.certificate" in e]
     assert len(certificates) == 3
     assert sum("certwatch.tls.handshake" in e for e in events) == 4
+
+
+def _one_sensor(paths: list[str], config: SensorConfig) -> list[str]:
+    writer = JsonLinesWriter("-")  # its text, as replay writes it; nothing written
+    texts: list[str] = []
+    replay_sync(paths, Sensor(config), lambda event: texts.append(writer.to_json(event)))
+    return texts
+
+
+def _workers(paths: list[str], config: SensorConfig, workers: int) -> list[str]:
+    texts: list[str] = []
+
+    async def emit(topic: str, key: str, text: str) -> None:
+        texts.append(text)
+
+    asyncio.run(workers_module.replay_workers(paths, config, workers, emit))
+    return texts
+
+
+def test_certificates_announced_again_after_their_ttl_as_by_one_sensor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TTL much shorter than the capture: certificates come back after it on flows of
+    any worker, and the workers send a certificate's event text only once (a repeat goes
+    as a Sighting), so the parent makes the text of such re-announcements itself. They
+    must be the events one sensor writes, byte for byte; also with the workers' and the
+    parent's table of texts emptied every few certificates."""
+    capture = tmp_path / "repeat.pcap"
+    subprocess.run([sys.executable, "-m", "tools.tlsgen", "benchmark", str(capture),
+                    "--connections", "300", "--concurrency", "20", "--app-segments", "2"],
+                   check=True, capture_output=True, timeout=120)
+    config = SensorConfig(name="test-sensor", certificate_event_ttl=0.01)
+    one = _one_sensor([str(capture)], config)
+    made = []
+    real = workers_module.sighting_text
+
+    def counted(sighting: workers_module.Sighting) -> str:
+        made.append(sighting.event_id)
+        return real(sighting)
+
+    monkeypatch.setattr(workers_module, "sighting_text", counted)
+    for templates in (workers_module.TEMPLATES, 3):
+        monkeypatch.setattr(workers_module, "TEMPLATES", templates)  # the forks inherit it
+        for workers in (2, 3):
+            made.clear()
+            merged = _workers([str(capture)], config, workers)
+            assert sorted(merged) == sorted(one)
+            certificates = [text for text in one if "certwatch.tls.certificate" in text]
+            assert [t for t in merged if "certwatch.tls.certificate" in t] == certificates
+            assert 17 < len(certificates) < 300  # 17 certificates, announced again
+            assert made  # some of them from a Sighting
+
+
+def test_a_sighting_gives_its_own_time_id_and_place_to_its_certificate_text() -> None:
+    """The parent's text of a re-announced certificate: every member that differs from the
+    certificate's earlier event is this sighting's (here all of them differ)."""
+    config = SensorConfig(name="test-sensor")
+    writer = JsonLinesWriter("-")
+    first = next(e for e in run_sensor(read_frames(DATA / "zeek" / "tls1.2.pcap"), config)
+                 if isinstance(e, CertificateEvent))
+    seen = first.certwatch.seen.model_copy(update={
+        "role": "client", "position": first.certwatch.seen.position + 2,
+        "server_ip": "192.0.2.7", "server_port": 8443, "server_name": "other.example"})
+    later = first.model_copy(update={
+        "timestamp": first.timestamp + timedelta(days=3, microseconds=1),
+        "event": first.event.model_copy(update={"id": "another-id"}),
+        "certwatch": first.certwatch.model_copy(update={"seen": seen})})
+    sighting = workers_module.Sighting(
+        later.timestamp, "another-id", "client", seen.position, "192.0.2.7", 8443,
+        "other.example", writer.to_json(first))
+    assert workers_module.sighting_text(sighting) == writer.to_json(later)
+    assert writer.to_json(later) != writer.to_json(first)
 
 
 def test_stdin_and_pacing_are_refused_with_workers() -> None:

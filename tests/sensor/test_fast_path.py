@@ -1,4 +1,5 @@
-"""The per-packet fast path of ``Sensor.process`` / ``process_many`` is the general path.
+"""The per-packet fast path of ``Sensor.process`` / ``process_many`` (and a worker's,
+``process_share_many``) is the general path.
 
 Untagged Ethernet/IPv4/TCP frames are handled from the fields ``process_many`` unpacks
 itself: counted packets and bare ACKs are only counted, and every other segment (SYNs,
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from sensor import flowhash
 from sensor import sensor as sensor_module
 from sensor.config import SensorConfig
 from sensor.decode import LINKTYPE_ETHERNET
+from sensor.flowhash import NOT_A_FLOW, flow_owner
 from sensor.sensor import Sensor
 from tests.support import RAW_IP, Frame, captures, handshakes, read_frames
 
@@ -96,3 +99,71 @@ def test_untagged_ipv4_tcp_frames_are_never_decoded_twice(
     for frame in generated:
         one_by_one.process(*frame)
     assert len(handshakes(one_by_one.finish())) == 80
+
+
+def _share(frames: list[Frame], workers: int, index: int, batch: int) -> tuple[object, ...]:
+    """A worker's view: process_share_many as a worker calls it (batch at most)."""
+    sensor = Sensor(CONFIG)
+    events: list[str] = []
+    source = iter(frames)
+    while sensor.process_share_many(source, batch, workers, index):
+        events += [e.model_dump_json() for e in sensor.drain()]
+    return _outcome(sensor, events)
+
+
+def _share_per_frame(frames: list[Frame], workers: int, index: int) -> tuple[object, ...]:
+    sensor = Sensor(CONFIG)
+    events: list[str] = []
+    for frame in frames:
+        sensor.process_share(*frame, workers, index)
+        events += [e.model_dump_json() for e in sensor.drain()]
+    return _outcome(sensor, events)
+
+
+def _outcome(sensor: Sensor, events: list[str]) -> tuple[object, ...]:
+    """What a worker's sensor ends with: its events, its flows and counters."""
+    stats = sensor.stats
+    flows = sorted((f.keys[0], f.packets, f.bytes, f.state.value, f.last_seen)
+                   for f in sensor.flows)
+    return (events, [e.model_dump_json() for e in sensor.finish()], flows, stats.packets,
+            stats.bytes, dict(stats.handshakes), dict(sensor.anomalies.totals))
+
+
+def test_a_worker_never_decodes_an_untagged_ipv4_tcp_frame(
+    generated: list[Frame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """process_share_many decides the owner of such frames inline, its own and the other
+    workers': neither the sensor's decoder nor flow_owner's is reached."""
+    def no_decoding(linktype: int, data: bytes) -> None:
+        raise AssertionError("decode_frame called for an untagged IPv4/TCP frame")
+
+    monkeypatch.setattr(sensor_module, "decode_frame", no_decoding)
+    monkeypatch.setattr(flowhash, "decode_frame", no_decoding)
+    found = 0
+    for index in range(2):
+        outcome = _share(generated, 2, index, len(generated))
+        counts = outcome[5]
+        assert isinstance(counts, dict)
+        found += sum(counts.values())
+    assert found == 80
+
+
+def test_a_flow_seen_both_ways_decoded_and_fast_stays_with_one_worker(
+        generated: list[Frame]) -> None:
+    """Every other frame stripped of its Ethernet header (decoded in full, so its flow is
+    opened by the general path) and the rest untagged Ethernet (the inline test, which
+    takes a flow in the worker's table as its own without hashing): each worker still
+    takes exactly flow_owner's frames, with the events of the per-frame method."""
+    mixed = [frame if number % 2 else _as_raw_ip([frame])[0]
+             for number, frame in enumerate(generated)]
+    packets = 0
+    for index in range(2):
+        expected = _share_per_frame(mixed, 2, index)
+        assert _share(mixed, 2, index, 64) == expected
+        owners = [flow_owner(linktype, data, 2) for _, linktype, data in mixed]
+        taken = expected[3]
+        assert isinstance(taken, int)
+        assert taken == sum(owner == index or (owner == NOT_A_FLOW and index == 0)
+                            for owner in owners)
+        packets += taken
+    assert packets == len(mixed)

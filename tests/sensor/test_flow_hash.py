@@ -1,4 +1,6 @@
-"""``sensor.flowhash``: which worker owns a frame, on the real captures of tests/data."""
+"""``sensor.flowhash``: which worker owns a frame, on the real captures of tests/data; and
+``Sensor.process_share_many``, which decides it inline (its own header test, a cache of
+other workers' flows, the hash written out), takes exactly the frames it says."""
 
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sensor import sensor as sensor_module
+from sensor.config import SensorConfig
 from sensor.decode import SUPPORTED_LINKTYPES, TcpSegment, decode_frame
 from sensor.errors import DecodeError
 from sensor.flowhash import NOT_A_FLOW, flow_owner
+from sensor.sensor import Sensor
 from tests.support import RAW_IP, Frame, captures, raw_frame, read_frames
 
 ETHERNET = 1
@@ -139,3 +144,66 @@ def test_a_generated_capture_spreads_its_connections_over_the_workers(tmp_path: 
         shares = Counter(flow_owner(lt, data, workers) for lt, data in connections.values())
         assert set(shares) == set(range(workers))
         assert min(shares.values()) >= 400 / workers / 2, (workers, shares)
+
+
+def taken_frames(frames: list[Frame], workers: int, index: int) -> list[bool]:
+    """For each frame, whether worker ``index``'s sensor counted it, fed one frame a call."""
+    sensor = Sensor(SensorConfig(name="test-sensor"))
+    source = iter(frames)
+    counted = []
+    for _ in frames:
+        before = sensor.stats.packets
+        assert sensor.process_share_many(source, 1, workers, index) == 1
+        counted.append(sensor.stats.packets - before == 1)
+    return counted
+
+
+def owned_frames(frames: list[Frame], workers: int, index: int) -> list[bool]:
+    owners = [flow_owner(linktype, data, workers) for _, linktype, data in frames]
+    return [owner == index or (owner == NOT_A_FLOW and index == 0) for owner in owners]
+
+
+@pytest.mark.parametrize("kept", [sensor_module.OTHERS_KEPT, 1], ids=["cache", "cache-of-1"])
+@pytest.mark.parametrize("capture", captures(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_worker_takes_every_frame_flow_owner_gives_it_and_no_other(
+        capture: Path, kept: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also with the cache of other workers' flow keys emptied at every new key."""
+    monkeypatch.setattr(sensor_module, "OTHERS_KEPT", kept)
+    frames = read_frames(capture)
+    for workers in (2, 3, 5):
+        shares = [taken_frames(frames, workers, index) for index in range(workers)]
+        for index, taken in enumerate(shares):
+            assert taken == owned_frames(frames, workers, index), (workers, index)
+        assert all(sum(column) == 1 for column in zip(*shares, strict=True))
+
+
+def test_two_connections_differing_in_one_port_may_go_to_different_workers() -> None:
+    """Not every frame goes one way: the inline hash spreads connections (the other tests
+    would hold for a hash that put everything on worker 0)."""
+    template = TcpSegment(b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", 40000, 443, 1, 0,
+                          0x02, b"", ())
+    frames: list[Frame] = [(1.0, ETHERNET, b"\x00" * 12 + b"\x08\x00"
+                            + raw_frame(template._replace(src_port=40000 + n), 1, b""))
+                           for n in range(64)]
+    taken = taken_frames(frames, 2, 1)
+    assert taken == owned_frames(frames, 2, 1)
+    assert 16 < sum(taken) < 48
+
+
+_TLS12 = read_frames(Path(__file__).parents[1] / "data" / "zeek" / "tls1.2.pcap")
+
+
+@settings(max_examples=300, deadline=None)
+@given(frame=st.integers(0, len(_TLS12) - 1), offset=st.integers(12, 59),
+       value=st.integers(0, 255), workers=st.integers(2, 4))
+def test_an_edited_header_is_taken_as_flow_owner_says(frame: int, offset: int, value: int,
+                                                       workers: int) -> None:
+    """One byte of the Ethernet, IPv4 or TCP header changed (EtherType, version and header
+    length, total length, fragment field, protocol, addresses, ports, data offset,
+    flags): whichever way the frame then goes (the inline test, the general path, no
+    flow at all), it lands on the worker flow_owner names."""
+    timestamp, linktype, data = _TLS12[frame]
+    edited = data[:offset] + bytes([value]) + data[offset + 1:]
+    frames = [*_TLS12[:frame], (timestamp, linktype, edited), *_TLS12[frame + 1:]]
+    for index in range(workers):
+        assert taken_frames(frames, workers, index) == owned_frames(frames, workers, index)

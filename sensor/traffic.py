@@ -87,11 +87,29 @@ def interval_start(timestamp: float, interval: float) -> float:
     return math.floor(timestamp / interval) * interval
 
 
+def likely_client_direction(sport: int, dport: int) -> int:
+    """The client's direction of a flow whose roles no SYN or TLS hello told: direction 0
+    (``sport`` -> ``dport``) sent first, but a capture or a flow table that starts
+    mid-connection often sees the server speak first. A side on a system port (below 1024)
+    facing one that is not is the server's; else a side in the dynamic range (49152 and up)
+    facing one that is not is the client's (RFC 6335 section 6); else the first sender is
+    taken for the client."""
+    if (sport < 1024) != (dport < 1024):
+        return 1 if sport < 1024 else 0
+    if (sport >= 49152) != (dport >= 49152):
+        return 0 if sport >= 49152 else 1
+    return 0
+
+
 def _server_of(flow: Flow, udp: bool) -> ServerEndpoint:
     """``flow.client_server()[1]`` without building the client's half (once per flow and
-    interval, and once per handshake), and the transport."""
+    interval, and once per handshake), and the transport; a flow whose roles are unknown
+    gets the likelier server (:func:`likely_client_direction`)."""
     key = flow.key
-    return (key[0], key[2], udp) if flow.client_direction == 1 else (key[1], key[3], udp)
+    client = flow.client_direction
+    if client is None:
+        client = likely_client_direction(key[2], key[3])
+    return (key[0], key[2], udp) if client == 1 else (key[1], key[3], udp)
 
 
 def _order(item: tuple[ServerEndpoint, Counts]) -> tuple[int, int, int, bytes, int, bool]:

@@ -18,14 +18,17 @@ import pytest
 from schemas.events import SensorEvent, TrafficStatsEvent
 from schemas.topics import TRAFFIC_STATS_TOPIC, key_of, topic_of
 from sensor.config import SensorConfig
+from sensor.decode import LINKTYPE_RAW, TcpSegment
 from sensor.sensor import Sensor
-from sensor.traffic import LIMIT_ANOMALY
+from sensor.traffic import LIMIT_ANOMALY, likely_client_direction
 from sensor.udp import decode_udp
 from tests.support import (
     DATA,
+    Frame,
     anomalies,
     captures,
     handshakes,
+    raw_frame,
     read_frames,
     run_sensor,
     tcp_segments,
@@ -71,6 +74,8 @@ def test_each_endpoint_gets_the_sum_of_its_flows_counters(capture: Path) -> None
     events.extend(sensor.finish())
     expected: dict[str, Counter[str]] = {}
     for flow in sensor.flows:
+        if flow.client_direction is None:  # roles unknown: the likelier server's side
+            flow.client_direction = likely_client_direction(*flow.ports)
         (addr, port) = flow.client_server()[1]
         ip = ip_text(addr)
         key = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
@@ -220,3 +225,38 @@ def test_quic_and_dtls_flows_are_counted_as_udp_endpoints(capture: Path) -> None
         for e in udp_stats}
     assert got == expected
     assert len({e.event.id for e in stats(events)}) == len(stats(events))
+
+
+def mid_stream(first_from_server: bool, client_port: int, server_port: int) -> list[Frame]:
+    """A connection whose start the capture missed: no SYN, the first segment from the
+    server or from the client, then one the other way; TLS application data, no hello."""
+    client, server = bytes([10, 0, 0, 7]), bytes([192, 0, 2, 9])
+    down = TcpSegment(server, client, server_port, client_port, 0, 1, 0x18, b"", ())
+    up = TcpSegment(client, server, client_port, server_port, 1, 1, 0x10, b"", ())
+    record = b"\\x17\\x03\\x03\\x00\\x05hello"
+    segments = [(down, record), (up, b"")] if first_from_server else [(up, record), (down, b"")]
+    return [(1_700_000_000.0 + n, LINKTYPE_RAW, raw_frame(segment, segment.seq, payload))
+            for n, (segment, payload) in enumerate(segments)]
+
+
+@pytest.mark.parametrize("first_from_server", [True, False])
+@pytest.mark.parametrize(("client_port", "server_port"),
+                         [(52930, 443), (60418, 8443), (55000, 5432)])
+def test_a_connection_caught_mid_stream_is_counted_under_its_server(
+        first_from_server: bool, client_port: int, server_port: int) -> None:
+    """Without a SYN or a hello to tell the roles, the server is the side on the system port
+    (or, between two unprivileged ports, the one outside the dynamic range), whichever side
+    the capture saw first: not a client's ephemeral port reported as a server endpoint."""
+    events = stats(run_sensor(mid_stream(first_from_server, client_port, server_port),
+                              SensorConfig(name="t")))
+    assert [(e.destination.ip, e.destination.port) for e in events] == [
+        ("192.0.2.9", server_port)]
+    assert events[0].network.packets == 2 and events[0].certwatch.traffic.connections == 1
+
+
+@pytest.mark.parametrize(("sport", "dport", "client"), [
+    (443, 50000, 1), (50000, 443, 0), (8443, 60000, 1), (60000, 8443, 0),
+    (5000, 6000, 0), (50000, 60000, 0), (80, 443, 0)])
+def test_the_likely_client_is_the_ephemeral_side_else_the_first_sender(
+        sport: int, dport: int, client: int) -> None:
+    assert likely_client_direction(sport, dport) == client

@@ -111,14 +111,6 @@ def _certificate_chain(body: bytes, tls13: bool) -> tuple[bytes, ...]:
         _chains[key] = chain
         _chain_bytes += held
     return chain
-    chain = parse_certificate(body, tls13=tls13).certificates
-    if len(_chains) >= CHAIN_CACHE_ENTRIES or _chain_bytes + len(body) > CHAIN_CACHE_BYTES:
-        _chains.clear()
-        _chain_bytes = 0
-    if len(body) <= CHAIN_CACHE_BYTES:
-        _chains[key] = chain
-        _chain_bytes += len(body)
-    return chain
 
 
 #: Server names and ALPN lists of ClientHellos, by value: clients ask the same few servers

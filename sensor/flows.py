@@ -98,6 +98,20 @@ def reverse_key(key: FlowKey) -> FlowKey:
             + key[ports + 4 :])
 
 
+def likely_client_direction(sport: int, dport: int) -> int:
+    """The client's direction of a flow whose roles no SYN or TLS hello told: direction 0
+    (``sport`` -> ``dport``) sent first, but a capture or a flow table that starts
+    mid-connection often sees the server speak first. A side on a system port (below 1024)
+    facing one that is not is the server's; else a side in the dynamic range (49152 and up)
+    facing one that is not is the client's (RFC 6335 section 6); else the first sender is
+    taken for the client."""
+    if (sport < 1024) != (dport < 1024):
+        return 1 if sport < 1024 else 0
+    if (sport >= 49152) != (dport >= 49152):
+        return 0 if sport >= 49152 else 1
+    return 0
+
+
 class FlowState(Enum):
     DETECTING = "detecting"  # looking at the first payloads for a TLS hello
     HANDSHAKE = "handshake"  # reassembling and parsing both directions
@@ -280,10 +294,12 @@ class Flow:
         return _CLIENT if direction == self.client_direction else _SERVER
 
     def client_server(self) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
-        """((client address, port), (server address, port)); direction 0 is the client when
-        the roles are not known."""
+        """((client address, port), (server address, port)); when no SYN or hello told the
+        roles, the likelier ones (:func:`likely_client_direction`)."""
         src, dst, sport, dport, _ = split_key(self.fkey)
-        if self.fins & _CLIENT_IS_1:
+        fins = self.fins
+        if (fins & _CLIENT_IS_1 if fins & _CLIENT_KNOWN
+                else likely_client_direction(sport, dport)):
             return (dst, dport), (src, sport)
         return (src, sport), (dst, dport)
 

@@ -38,7 +38,7 @@ from schemas.base import Endpoint, EventFields, Observer
 from schemas.events import TrafficCounts, TrafficNetwork, TrafficStatsEvent, TrafficStatsExtension
 from sensor.build import event_id
 from sensor.decode import format_addr
-from sensor.flows import Flow
+from sensor.flows import Flow, likely_client_direction
 
 DATASET: Final = "certwatch.traffic.stats"
 LIMIT_ANOMALY: Final = "traffic_endpoints_limit"
@@ -85,20 +85,6 @@ class IntervalStats:
 def interval_start(timestamp: float, interval: float) -> float:
     """The start of the epoch-aligned interval holding ``timestamp``."""
     return math.floor(timestamp / interval) * interval
-
-
-def likely_client_direction(sport: int, dport: int) -> int:
-    """The client's direction of a flow whose roles no SYN or TLS hello told: direction 0
-    (``sport`` -> ``dport``) sent first, but a capture or a flow table that starts
-    mid-connection often sees the server speak first. A side on a system port (below 1024)
-    facing one that is not is the server's; else a side in the dynamic range (49152 and up)
-    facing one that is not is the client's (RFC 6335 section 6); else the first sender is
-    taken for the client."""
-    if (sport < 1024) != (dport < 1024):
-        return 1 if sport < 1024 else 0
-    if (sport >= 49152) != (dport >= 49152):
-        return 0 if sport >= 49152 else 1
-    return 0
 
 
 def _server_of(flow: Flow, udp: bool) -> ServerEndpoint:

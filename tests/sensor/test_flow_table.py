@@ -53,3 +53,15 @@ def test_a_flow_from_an_endpoint_to_itself_is_one_entry_listed_once() -> None:
     flow = Flow(key, 0.0)
     table.add(flow)
     assert list(table) == [flow] and table.idle_since(1e6, TIMEOUTS) == [flow]
+
+
+def test_a_flow_whose_roles_are_unknown_names_the_likelier_server() -> None:
+    """A flow first seen from the server (no SYN, no hello): what its anomalies and
+    statistics call server is the side on the system port; once the roles are known, they
+    decide."""
+    server, client = bytes([192, 0, 2, 9]), bytes([10, 0, 0, 7])
+    flow = Flow(flow_key(server, client, 443, 52930), 0.0)  # direction 0: server -> client
+    assert flow.client_direction is None
+    assert flow.client_server() == ((client, 52930), (server, 443))
+    flow.client_direction = 0  # a hello said the first sender is the client after all
+    assert flow.client_server() == ((server, 443), (client, 52930))

@@ -19,8 +19,9 @@ from schemas.events import SensorEvent, TrafficStatsEvent
 from schemas.topics import TRAFFIC_STATS_TOPIC, key_of, topic_of
 from sensor.config import SensorConfig
 from sensor.decode import LINKTYPE_RAW, TcpSegment
+from sensor.flows import likely_client_direction
 from sensor.sensor import Sensor
-from sensor.traffic import LIMIT_ANOMALY, likely_client_direction
+from sensor.traffic import LIMIT_ANOMALY
 from sensor.udp import decode_udp
 from tests.support import (
     DATA,
@@ -74,8 +75,6 @@ def test_each_endpoint_gets_the_sum_of_its_flows_counters(capture: Path) -> None
     events.extend(sensor.finish())
     expected: dict[str, Counter[str]] = {}
     for flow in sensor.flows:
-        if flow.client_direction is None:  # roles unknown: the likelier server's side
-            flow.client_direction = likely_client_direction(*flow.ports)
         (addr, port) = flow.client_server()[1]
         ip = ip_text(addr)
         key = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

@@ -323,7 +323,13 @@ def bench_capture(capture: Capture, rounds: int, with_tshark: bool,
               f"{found_sensor.handshakes / s:14,.0f}{tool.peak_rss_mb:13,.0f}")
     print("start-up (empty capture): " + ", ".join(
         f"{tool.name.split()[0]} {tool.seconds:.2f} s" for tool in startups))
-    print(f"sensor time / floor time: {sensor.seconds / floor.seconds:.2f} (target <= 4)")
+    # The targets: time against the floor on the throughput capture, peak RSS on the
+    # memory one (100k flows open at once is the point there, not speed).
+    if capture.name == "memory":
+        print(f"sensor time / floor time: {sensor.seconds / floor.seconds:.2f}; "
+              f"sensor peak RSS {sensor.peak_rss_mb:,.0f} MB (target < 150 at 100k flows)")
+    else:
+        print(f"sensor time / floor time: {sensor.seconds / floor.seconds:.2f} (target <= 4)")
     if with_tshark and agree:
         print(f"sensor packets/s / tshark packets/s: {tshark.seconds / sensor.seconds:.2f} "
               "(target >= 4)")

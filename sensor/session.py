@@ -27,8 +27,10 @@ from sensor.tls.handshake import (
     parse_server_hello,
     parse_server_key_exchange,
     parse_sslv2_server_hello,
+    share_alpn,
+    share_server_name,
 )
-from sensor.tls.records import SSLV2_RECORD, SSLV2_SERVER_HELLO, TlsRecordParser
+from sensor.tls.records import SSLV2_RECORD, SSLV2_SERVER_HELLO, RawItem, TlsRecordParser
 from sensor.tls.registry import cipher_suite
 
 TLS13 = 0x0304
@@ -113,29 +115,14 @@ def _certificate_chain(body: bytes, tls13: bool) -> tuple[bytes, ...]:
     return chain
 
 
-#: Server names and ALPN lists of ClientHellos, by value: clients ask the same few servers
-#: for the same protocols, and a hello is held until its handshake ends (100,000 of them at
-#: once on a busy tap: ~200 bytes each for its own copies). Bounded; a full table is emptied.
-SHARED_HELLO_FIELDS = 4096
-_shared_names: dict[str, str] = {}
-_shared_alpn: dict[tuple[bytes, ...], tuple[bytes, ...]] = {}
-
-
 def _shared_fields(hello: m.ClientHello) -> m.ClientHello:
     """``hello`` with its server name and ALPN list replaced by equal ones already held by
-    earlier hellos (the same hello when there is nothing to share)."""
+    earlier hellos (the same hello when there is nothing to share: always for a hello the
+    fast parser read, whose tail holds the shared ones already)."""
     name: str | None = hello.server_name
     alpn = hello.alpn
-    shared_name = name if name is None else _shared_names.get(name)
-    shared_alpn = _shared_alpn.get(alpn) if alpn else alpn
-    if shared_name is None and name is not None:
-        if len(_shared_names) >= SHARED_HELLO_FIELDS:
-            _shared_names.clear()
-        shared_name = _shared_names[name] = name
-    if shared_alpn is None:
-        if len(_shared_alpn) >= SHARED_HELLO_FIELDS:
-            _shared_alpn.clear()
-        shared_alpn = _shared_alpn[alpn] = alpn
+    shared_name = name if name is None else share_server_name(name)
+    shared_alpn = share_alpn(alpn) if alpn else alpn
     if shared_name is name and shared_alpn is alpn:
         return hello
     # The constructor with every field: a third of the cost of dataclasses.replace.
@@ -147,8 +134,24 @@ def _shared_fields(hello: m.ClientHello) -> m.ClientHello:
     )
 
 
+#: The record versions of a session's two directions, as one frozenset, by the parsers'
+#: (shared) tuples: nearly every session of a sensor has one of a few pairs. Bounded.
+RECORD_VERSION_SETS = 256
+_record_version_sets: dict[tuple[tuple[int, ...], tuple[int, ...]], frozenset[int]] = {}
+
+
+def _record_versions(client: tuple[int, ...], server: tuple[int, ...]) -> frozenset[int]:
+    key = (client, server)
+    versions = _record_version_sets.get(key)
+    if versions is None:
+        if len(_record_version_sets) >= RECORD_VERSION_SETS:
+            _record_version_sets.clear()
+        versions = _record_version_sets[key] = frozenset(client + server)
+    return versions
+
+
 _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
-_HANDSHAKE_MESSAGE, _ENCRYPTED_RECORD = m.HandshakeMessage, m.EncryptedRecord
+_ENCRYPTED_RECORD = m.EncryptedRecord
 # Bits of TlsSession._ccs: who has sent ChangeCipherSpec; whether the parsers were switched
 # to TLS 1.3 record handling (set_tls13), which a parser created later inherits; who has
 # sent an encrypted record; whether the session is over (``done``). One int, not six slots:
@@ -180,20 +183,16 @@ class TlsSession:
         """The handshake is over (established, failed or cut short): nothing more is parsed."""
         return bool(self._ccs & _DONE)
 
-    def _parser(self, side: Side) -> TlsRecordParser:
-        if side is _CLIENT:
-            if self._client is None:
-                self._client = self._new_parser()
-            return self._client
-        if self._server is None:
-            self._server = self._new_parser()
-        return self._server
-
-    def _new_parser(self) -> TlsRecordParser:
+    def _new_parser(self, side: Side) -> TlsRecordParser:
+        """The record parser of ``side``, which has none yet."""
         parser = TlsRecordParser()
         if self._ccs & _TLS13_PARSERS:
             # What _on_server_hello did to the parsers that existed then.
             parser.set_tls13()
+        if side is _CLIENT:
+            self._client = parser
+        else:
+            self._server = parser
         return parser
 
     def feed(self, side: Side, data: bytes, timestamp: float) -> bool:
@@ -204,17 +203,19 @@ class TlsSession:
             return bool(self._ccs & _DONE)
         parser = self._client if side is _CLIENT else self._server
         if parser is None:
-            parser = self._parser(side)
+            parser = self._new_parser(side)
         try:
-            items, record_error = parser.feed_until_error(data)
+            items, record_error = parser.feed_raw(data)
             for item in items:
-                # The two kinds nearly every record is, dispatched without _on_item's
-                # isinstance chain (which takes everything else, subclasses included).
-                kind = type(item)
-                if kind is _HANDSHAKE_MESSAGE:
-                    self._on_handshake(side, item, timestamp)  # type: ignore[arg-type]
-                elif kind is _ENCRYPTED_RECORD:
-                    self._on_encrypted(side, item, timestamp)  # type: ignore[arg-type]
+                # The two kinds nearly every item is, dispatched without _on_item's
+                # isinstance chain (which takes everything else, subclasses included): a
+                # handshake message, which feed_raw gives as a (msg_type, body) pair, and
+                # an encrypted record.
+                if type(item) is tuple:
+                    msg_type, body = item
+                    self._on_handshake(side, msg_type, body, timestamp)
+                elif type(item) is _ENCRYPTED_RECORD:
+                    self._on_encrypted(side, item, timestamp)
                 else:
                     self._on_item(side, item, timestamp)
                 if self._ccs & _DONE:
@@ -249,21 +250,17 @@ class TlsSession:
     def _finish(self, reason: str) -> None:
         self._ccs |= _DONE
         self.record.ended_by = reason
-        versions: set[int] = set()
-        for parser in (self._client, self._server):
-            if parser is not None:
-                versions |= parser.record_versions
-        self.record.record_versions = frozenset(versions)
+        client, server = self._client, self._server
+        self.record.record_versions = _record_versions(
+            () if client is None else client.versions_seen,
+            () if server is None else server.versions_seen,
+        )
         self._client = self._server = None
 
-    def _on_item(self, side: Side, item: m.TlsItem, timestamp: float) -> None:
-        if isinstance(item, m.HandshakeMessage):
-            self._on_handshake(side, item, timestamp)
-        elif isinstance(item, m.EncryptedRecord):
-            self._on_encrypted(side, item, timestamp)
-        elif isinstance(item, m.SSLv2ClientHello):
-            self._on_client_hello(item.client_hello, timestamp)
-        elif isinstance(item, m.ChangeCipherSpecMessage):
+    def _on_item(self, side: Side, item: RawItem, timestamp: float) -> None:
+        # The item classes are unrelated, so the order of the tests only saves time: a
+        # ChangeCipherSpec (two per TLS <= 1.2 handshake) first.
+        if isinstance(item, m.ChangeCipherSpecMessage):
             self._ccs |= _CCS_CLIENT if side is _CLIENT else _CCS_SERVER
             sh = self.record.server_hello
             if (side is _SERVER and sh is not None and not is_tls13(sh.selected_version)
@@ -276,6 +273,14 @@ class TlsSession:
             self.record.alerts += ((side, item),)
             if item.level == FATAL:
                 self._finish("alert")
+        elif isinstance(item, tuple):
+            self._on_handshake(side, item[0], item[1], timestamp)
+        elif isinstance(item, m.HandshakeMessage):
+            self._on_handshake(side, item.msg_type, item.body, timestamp)
+        elif isinstance(item, m.EncryptedRecord):
+            self._on_encrypted(side, item, timestamp)
+        elif isinstance(item, m.SSLv2ClientHello):
+            self._on_client_hello(item.client_hello, timestamp)
 
     def _on_encrypted(self, side: Side, item: m.EncryptedRecord, timestamp: float) -> None:
         self._ccs |= _ENCRYPTED_CLIENT if side is _CLIENT else _ENCRYPTED_SERVER
@@ -302,25 +307,24 @@ class TlsSession:
         self.record.last_handshake_time = timestamp
         self._finish("established")
 
-    def _on_handshake(self, side: Side, msg: m.HandshakeMessage, timestamp: float) -> None:
+    def _on_handshake(self, side: Side, msg_type: int, body: bytes, timestamp: float) -> None:
         self.record.last_handshake_time = timestamp
-        msg_type = msg.msg_type
         if msg_type == m.CLIENT_HELLO and side is _CLIENT:
-            self._on_client_hello(parse_client_hello(msg.body), timestamp)
+            self._on_client_hello(parse_client_hello(body), timestamp)
         elif msg_type == m.SERVER_HELLO and side is _SERVER:
-            self._on_server_hello(parse_server_hello(msg.body), timestamp)
+            self._on_server_hello(parse_server_hello(body), timestamp)
         elif msg_type == SSLV2_SERVER_HELLO and side is _SERVER:
-            hello, certificates = parse_sslv2_server_hello(msg.body)
+            hello, certificates = parse_sslv2_server_hello(body)
             self._on_server_hello(hello, timestamp)
             self.record.server_certificates = certificates.certificates
         elif msg_type == m.CERTIFICATE:
-            self._on_certificate(side, msg.body)
+            self._on_certificate(side, body)
         elif msg_type == m.SERVER_KEY_EXCHANGE and side is _SERVER:
             sh = self.record.server_hello
             if sh is not None:
                 kex = cipher_suite(sh.cipher_suite).kx
                 self.record.server_key_exchange = parse_server_key_exchange(
-                    msg.body, key_exchange=kex
+                    body, key_exchange=kex
                 )
 
     def _on_client_hello(self, hello: m.ClientHello, timestamp: float) -> None:

@@ -14,6 +14,8 @@ RFC 6066 (server_name), RFC 7301 (ALPN), RFC 8422 (EC), RFC 6101 appendix E (SSL
 from __future__ import annotations
 
 import struct
+from collections.abc import Hashable
+from typing import TypeVar
 
 from sensor.errors import HandshakeError
 from sensor.tls.messages import (
@@ -302,6 +304,23 @@ def _checked_certificate(body: bytes, *, tls13: bool) -> CertificateMessage:
     return CertificateMessage(tuple(out))
 
 
+#: ServerKeyExchange records by named group: frozen values, shared instead of built per
+#: connection. Bounded (a server may name any 16-bit group); a full table is emptied.
+NAMED_GROUP_EXCHANGES = 256
+_named_group_exchanges: dict[int, ServerKeyExchange] = {}
+
+
+def _named_group_exchange(named_group: int) -> ServerKeyExchange:
+    exchange = _named_group_exchanges.get(named_group)
+    if exchange is None:
+        if len(_named_group_exchanges) >= NAMED_GROUP_EXCHANGES:
+            _named_group_exchanges.clear()
+        exchange = _named_group_exchanges[named_group] = ServerKeyExchange(
+            named_group=named_group
+        )
+    return exchange
+
+
 def parse_server_key_exchange(body: bytes, *, key_exchange: str) -> ServerKeyExchange:
     """Read the ephemeral key parameters of a ServerKeyExchange body.
 
@@ -313,6 +332,18 @@ def parse_server_key_exchange(body: bytes, *, key_exchange: str) -> ServerKeyExc
     and form depend on the version and the suite. Raises :class:`HandshakeError` when the
     parameters do not fit in the body.
     """
+    if key_exchange == "ECDHE" and len(body) >= 4 and body[0] == _CURVE_NAMED:
+        # The common case read in place: curve_type, named_curve, a 1..255-byte point
+        # that fits (what the checked reading requires of it).
+        point = body[3]
+        if point and 4 + point <= len(body):
+            return _named_group_exchange((body[1] << 8) | body[2])
+    return _checked_server_key_exchange(body, key_exchange)
+
+
+def _checked_server_key_exchange(body: bytes, key_exchange: str) -> ServerKeyExchange:
+    """:func:`parse_server_key_exchange` field by field, naming the field that does not
+    fit."""
     r = _Reader(body, f"ServerKeyExchange ({key_exchange})")
     if key_exchange in ("DHE_PSK", "ECDHE_PSK"):
         r.vector(2, "psk_identity_hint")
@@ -326,7 +357,7 @@ def parse_server_key_exchange(body: bytes, *, key_exchange: str) -> ServerKeyExc
         if curve_type == _CURVE_NAMED:
             named_group = r.uint(2, "named_curve")
             r.vector(1, "public ECPoint", minimum=1, maximum=255)
-            return ServerKeyExchange(named_group=named_group)
+            return _named_group_exchange(named_group)
         if curve_type == _CURVE_EXPLICIT_PRIME:
             return ServerKeyExchange(named_group=_GROUP_EXPLICIT_PRIME)
         if curve_type == _CURVE_EXPLICIT_CHAR2:
@@ -529,6 +560,39 @@ def _fast_alpn(data: bytes) -> tuple[bytes, ...] | None:
     return tuple(out)
 
 
+#: Server names and ALPN lists of ClientHellos, by value: clients ask the same few servers
+#: for the same protocols, and a hello is held until its handshake ends (100,000 of them at
+#: once on a busy tap: ~200 bytes each for its own copies). A parsed hello tail holds the
+#: shared ones, so the session (``sensor.session``) finds nothing to replace in the hellos
+#: made from it. Bounded; a full table is emptied.
+SHARED_HELLO_FIELDS = 4096
+_shared_names: dict[str, str] = {}
+_shared_alpn: dict[tuple[bytes, ...], tuple[bytes, ...]] = {}
+
+
+_Hashed = TypeVar("_Hashed", bound=Hashable)
+
+
+def _share(table: dict[_Hashed, _Hashed], value: _Hashed) -> _Hashed:
+    """``value``, or the equal one ``table`` shared earlier (a full table is emptied)."""
+    shared = table.get(value)
+    if shared is None:
+        if len(table) >= SHARED_HELLO_FIELDS:
+            table.clear()
+        shared = table[value] = value
+    return shared
+
+
+def share_server_name(name: str) -> str:
+    """``name``, or the equal server name shared earlier."""
+    return _share(_shared_names, name)
+
+
+def share_alpn(alpn: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """``alpn``, or the equal ALPN list shared earlier."""
+    return _share(_shared_alpn, alpn)
+
+
 #: Parsed ClientHello tails (everything after the session id: suites, compression and
 #: extensions, with the decoded lists), keyed by the tail's bytes. A client program sends
 #: the same tail on every connection unless an extension carries per-connection data (a
@@ -559,16 +623,85 @@ def _fast_client_hello(body: bytes) -> ClientHello | None:
     tail_key = body[pos:]
     tail = _hello_tails.get(tail_key)
     if tail is None:
-        tail = _fast_hello_tail(body, pos)
+        masked = None
+        block = pos + 2 + ((body[pos] << 8) | body[pos + 1])  # after the cipher suites
+        if block < end:
+            masked = _masked_tail_key(body, pos, block + 1 + body[block])  # and compression
+        if masked is not None:
+            tail = _masked_tails.get(masked[0])
+            if tail is not None:
+                extensions = _own_extensions(tail[2], body, masked[1])
+                tail = (tail[0], tail[1], extensions, *tail[3:])
         if tail is None:
-            return None
-        if len(tail_key) <= HELLO_TAIL_BYTES and not _per_connection(tail[2]):
-            if len(_hello_tails) >= HELLO_TAIL_ENTRIES:
-                _hello_tails.clear()
-            _hello_tails[tail_key] = tail
+            tail = _fast_hello_tail(body, pos)
+            if tail is None:
+                return None
+            if len(tail_key) <= HELLO_TAIL_BYTES:
+                if not _per_connection(tail[2]):
+                    if len(_hello_tails) >= HELLO_TAIL_ENTRIES:
+                        _hello_tails.clear()
+                    _hello_tails[tail_key] = tail
+                elif masked is not None:
+                    if len(_masked_tails) >= HELLO_TAIL_ENTRIES:
+                        _masked_tails.clear()
+                    _masked_tails[masked[0]] = tail
     suites, compression, extensions, name, alpn, versions, groups, formats, sigalgs = tail
     return ClientHello((body[0] << 8) | body[1], body[2:34], body[35 : 35 + sid_len], suites,
                        compression, extensions, name, alpn, versions, groups, formats, sigalgs)
+
+
+#: The same for hellos whose tail differs between connections only in the bodies of the
+#: extensions that carry per-connection data (a TLS 1.3 client's key share on every
+#: connection): keyed by the tail with those bodies left out (their types and lengths
+#: stay in), and the hello gets its own extensions back (:func:`_own_extensions`).
+#: None of the decoded fields comes from those extensions, so the rest of the parse is a
+#: function of the key alone. Bounded like ``_hello_tails``.
+_masked_tails: dict[bytes, _HelloTail] = {}
+_MASKED_EXTENSIONS = frozenset({0x0023, 0x0029, 0x0033})  # ticket, pre_shared_key, key_share
+_OwnExtensions = list[tuple[int, int, int, int]]  # (index, type, start, stop) in the body
+
+
+def _masked_tail_key(
+    body: bytes, key_start: int, block: int
+) -> tuple[bytes, _OwnExtensions] | None:
+    """The tail from ``key_start`` to the end of ``body``, whose extensions block starts at
+    ``block``, without the bodies of its per-connection extensions, and where those are;
+    None when it has none or the block's framing does not hold (the full parse decides)."""
+    end = len(body)
+    if block + 2 > end or block + 2 + ((body[block] << 8) | body[block + 1]) != end:
+        return None
+    start = block + 2
+    own: _OwnExtensions = []
+    parts: list[bytes] = []
+    index = 0
+    while start < end:
+        if start + 4 > end:
+            return None
+        ext_type = (body[start] << 8) | body[start + 1]
+        stop = start + 4 + ((body[start + 2] << 8) | body[start + 3])
+        if stop > end:
+            return None
+        if ext_type in _MASKED_EXTENSIONS:
+            own.append((index, ext_type, start + 4, stop))
+            parts.append(body[key_start : start + 4])
+            key_start = stop
+        start = stop
+        index += 1
+    if not own:
+        return None
+    parts.append(body[key_start:])
+    return b"".join(parts), own
+
+
+def _own_extensions(
+    extensions: tuple[Extension, ...], body: bytes, own: _OwnExtensions
+) -> tuple[Extension, ...]:
+    """``extensions`` (of a hello with the same masked key) with this hello's own
+    per-connection extensions in place of the first hello's."""
+    mine = list(extensions)
+    for index, ext_type, start, stop in own:
+        mine[index] = Extension(ext_type, body[start:stop])
+    return tuple(mine)
 
 
 def _per_connection(extensions: tuple[Extension, ...]) -> bool:
@@ -641,8 +774,19 @@ def _fast_hello_tail(body: bytes, pos: int) -> _HelloTail | None:
         or format_list is None
     ):
         return None
-    return (suites, compression, extensions, name if isinstance(name, str) else None,
-            alpn_names, version_list, group_list, format_list, sigalg_list)
+    return (suites, compression, extensions,
+            share_server_name(name) if isinstance(name, str) else None,
+            share_alpn(alpn_names) if alpn_names else alpn_names,
+            version_list, group_list, format_list, sigalg_list)
+
+
+#: Parsed ServerHello tails (cipher suite, compression method, extensions, the version
+#: supported_versions selects, the ALPN protocol), keyed by the bytes after the session id:
+#: a server answers every client of one program with the same tail unless an extension
+#: carries per-connection data (a TLS 1.3 key share, RFC 8446 4.2.8), and such tails are
+#: not kept. Bounded like ``_hello_tails``.
+_ServerTail = tuple[int, int, tuple[Extension, ...], int | None, bytes | None]
+_server_tails: dict[bytes, _ServerTail] = {}
 
 
 def _fast_server_hello(body: bytes) -> ServerHello | None:
@@ -658,12 +802,41 @@ def _fast_server_hello(body: bytes) -> ServerHello | None:
     pos = 35 + sid_len
     if sid_len > 32 or pos + 3 > end:
         return None
+    # Everything from ``pos`` on is a function of those bytes alone (RFC 8446 4.1.3).
+    tail_key = body[pos:]
+    tail = _server_tails.get(tail_key)
+    if tail is None:
+        tail = _fast_server_tail(body, pos)
+        if tail is None:
+            return None
+        if len(tail_key) <= HELLO_TAIL_BYTES and not _per_connection(tail[2]):
+            if len(_server_tails) >= HELLO_TAIL_ENTRIES:
+                _server_tails.clear()
+            _server_tails[tail_key] = tail
+    cipher_suite, compression, extensions, selected, alpn = tail
+    random = body[2:34]
+    return ServerHello(
+        legacy_version,
+        random,
+        body[35 : 35 + sid_len],
+        cipher_suite,
+        compression,
+        extensions,
+        legacy_version if selected is None else selected,
+        alpn,
+        random == HELLO_RETRY_REQUEST_RANDOM,
+    )
+
+
+def _fast_server_tail(body: bytes, pos: int) -> _ServerTail | None:
+    """The fields of a ServerHello from its cipher suite (at ``pos``) to its end, or None
+    when they are not well-formed (the checked parser then says why)."""
     cipher_suite = (body[pos] << 8) | body[pos + 1]
     compression = body[pos + 2]
     extensions = _fast_extensions(body, pos + 3)
     if extensions is None:
         return None
-    selected = legacy_version
+    selected: int | None = None
     alpn: bytes | None = None
     seen_versions = seen_alpn = False
     for ext in extensions:
@@ -678,18 +851,7 @@ def _fast_server_hello(body: bytes) -> ServerHello | None:
             if names is None or len(names) != 1:
                 return None
             alpn = names[0]
-    random = body[2:34]
-    return ServerHello(
-        legacy_version,
-        random,
-        body[35 : 35 + sid_len],
-        cipher_suite,
-        compression,
-        extensions,
-        selected,
-        alpn,
-        random == HELLO_RETRY_REQUEST_RANDOM,
-    )
+    return cipher_suite, compression, extensions, selected, alpn
 
 
 def _fast_certificate(body: bytes, tls13: bool) -> CertificateMessage | None:

@@ -58,6 +58,26 @@ _CCS: Final = ChangeCipherSpecMessage()
 _VERSION_TUPLES: dict[tuple[int, ...], tuple[int, ...]] = {}  # bounded: 256, then emptied
 _ENCRYPTED_ALERT: Final = AlertMessage(None, None, encrypted=True)
 
+RawItem = TlsItem | tuple[int, bytes]
+"""What :meth:`TlsRecordParser.feed_raw` yields: a handshake message as ``(msg_type, body)``,
+anything else as the :data:`TlsItem` itself."""
+
+#: EncryptedRecord items by (content type, length): they are frozen values, so equal ones
+#: are shared instead of built per record (the lengths of Finished messages and of
+#: application data repeat). Bounded; a full table is emptied.
+ENCRYPTED_RECORD_ENTRIES = 4096
+_encrypted_records: dict[int, EncryptedRecord] = {}
+
+
+def _encrypted_record(content_type: int, length: int) -> EncryptedRecord:
+    key = (content_type << 24) | length  # length < 2**24 (the record and SSLv2 bounds)
+    record = _encrypted_records.get(key)
+    if record is None:
+        if len(_encrypted_records) >= ENCRYPTED_RECORD_ENTRIES:
+            _encrypted_records.clear()
+        record = _encrypted_records[key] = EncryptedRecord(content_type, length)
+    return record
+
 
 def looks_like_tls_start(data: bytes) -> bool:
     """Cheap content test on the first bytes of one direction: True when they start with
@@ -147,6 +167,12 @@ class TlsRecordParser:
         return set(self._versions)
 
     @property
+    def versions_seen(self) -> tuple[int, ...]:
+        """The record-layer versions seen so far, in order of first sight (a tuple shared
+        between parsers that saw the same ones: no copy)."""
+        return self._versions
+
+    @property
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a record or handshake message."""
         buf, hs = self._buf, self._hs
@@ -180,20 +206,24 @@ class TlsRecordParser:
         """Like :meth:`feed`, but return the items completed before an error together with
         the error, so a record that parses is not lost to garbage later in the same chunk
         (tls_invalid_reads.pcap: a ServerHello, then a record of content type 170)."""
+        raw, error = self.feed_raw(data)
+        items: list[TlsItem] = [
+            HandshakeMessage(item[0], item[1]) if isinstance(item, tuple) else item
+            for item in raw
+        ]
+        return items, error
+
+    def feed_raw(self, data: bytes) -> tuple[list[RawItem], ParseError | None]:
+        """:meth:`feed_until_error` for the session layer: each handshake message comes as
+        a plain ``(msg_type, body)`` tuple instead of a :class:`HandshakeMessage` (the
+        session reads the two fields once; building the frozen record was a tenth of a
+        handshake's parsing cost). Other items are the same objects."""
         if self._error is not None:
             return [], self._error
-        items: list[TlsItem] = []
-        try:
-            self._feed(data, items)
-        except ParseError as exc:
-            self._error = exc
-            self._buf = self._hs = None
-            return items, exc
-        return items, None
-
-    def _feed(self, data: bytes, items: list[TlsItem]) -> None:
+        items: list[RawItem] = []
         # Records are read straight from ``data`` when nothing is pending, so a chunk of
-        # whole records is never copied; only a trailing partial record is kept.
+        # whole records is never copied; only a trailing partial record is kept. A TLS
+        # record (RFC 8446 5.1) is read inline: nearly every record is one.
         buf = self._buf
         source: bytes | bytearray
         if buf:
@@ -202,54 +232,63 @@ class TlsRecordParser:
         else:
             source = data
         pos, end = 0, len(source)
+        max_record = self._limits[0]
         try:
             while end - pos >= 2:
-                b0 = source[pos]
+                content_type = source[pos]
                 mode = self._mode
-                if b0 & 0x80 and (mode & _SSLV2 or not mode & _STARTED):
+                if content_type & 0x80 and (mode & _SSLV2 or not mode & _STARTED):
                     used = self._sslv2_record(source, pos, end, 2, items)
                 elif mode & _SSLV2_ONLY:
                     used = self._sslv2_record(source, pos, end, 3, items)
                 else:
-                    used = self._tls_record(source, pos, end, items)
+                    if end - pos < _HEADER:
+                        break
+                    if content_type not in _CONTENT_TYPES:
+                        raise TlsRecordError(f"not a TLS record: content type {content_type}")
+                    major = source[pos + 1]
+                    if major != 3:
+                        raise TlsRecordError(f"not a TLS record: major version {major}")
+                    length = (source[pos + 3] << 8) | source[pos + 4]
+                    if length > max_record:
+                        raise TlsRecordError(f"record length {length} exceeds {max_record}")
+                    stop = pos + _HEADER + length
+                    if stop > end:
+                        break
+                    version = 0x300 | source[pos + 2]
+                    if version not in self._versions:
+                        self._add_version(version)
+                    if content_type == HANDSHAKE and not self.encrypted:
+                        self._handshake_fragment(source, pos + _HEADER, stop, items)
+                    else:
+                        self._other_record(content_type, source, pos + _HEADER, length, items)
+                    used = stop - pos
                 if used == 0:
                     break
                 pos += used
-                self._mode |= _STARTED
-        finally:
-            if pos >= end:
-                self._buf = None
-            elif source is buf:
-                del buf[:pos]
-            else:
-                self._buf = bytearray(source[pos:])
+                if not mode & _STARTED:
+                    self._mode |= _STARTED
+        except ParseError as exc:
+            # The parser is finished (see the class): nothing pending is kept.
+            self._error = exc
+            self._buf = self._hs = None
+            return items, exc
+        if pos >= end:
+            self._buf = None
+        elif source is buf:
+            del buf[:pos]
+        else:
+            self._buf = bytearray(source[pos:])
+        return items, None
 
-    def _tls_record(
-        self, buf: bytes | bytearray, pos: int, end: int, items: list[TlsItem]
-    ) -> int:
-        """Consume one TLS record at ``pos``; return its size, or 0 if incomplete."""
-        if end - pos < _HEADER:
-            return 0
-        content_type = buf[pos]
-        if content_type not in _CONTENT_TYPES:
-            raise TlsRecordError(f"not a TLS record: content type {content_type}")
-        if buf[pos + 1] != 3:
-            raise TlsRecordError(f"not a TLS record: major version {buf[pos + 1]}")
-        length = (buf[pos + 3] << 8) | buf[pos + 4]
-        if length > self._limits[0]:
-            raise TlsRecordError(f"record length {length} exceeds {self._limits[0]}")
-        if end - pos < _HEADER + length:
-            return 0
-        version = (buf[pos + 1] << 8) | buf[pos + 2]
-        if version not in self._versions:
-            self._add_version(version)
-        start = pos + _HEADER
-        if content_type == HANDSHAKE:
-            if self.encrypted:
-                items.append(EncryptedRecord(HANDSHAKE, length))
-            else:
-                self._handshake_fragment(buf[start : start + length], items)
-            return _HEADER + length
+    def _other_record(
+        self, content_type: int, buf: bytes | bytearray, start: int, length: int,
+        items: list[RawItem],
+    ) -> None:
+        """A TLS record other than a readable handshake record, at ``start``."""
+        if content_type == HANDSHAKE:  # protected
+            items.append(_encrypted_record(HANDSHAKE, length))
+            return
         if self._hs:
             # RFC 8446 5.1: a fragmented handshake message must not be interleaved.
             raise HandshakeError(
@@ -267,18 +306,21 @@ class TlsRecordParser:
             if not self._mode & _TLS13:
                 self.encrypted = True
         else:  # application_data, heartbeat
-            items.append(EncryptedRecord(content_type, length))
-        return _HEADER + length
+            items.append(_encrypted_record(content_type, length))
 
-    def _handshake_fragment(self, fragment: bytes | bytearray, items: list[TlsItem]) -> None:
+    def _handshake_fragment(
+        self, buf: bytes | bytearray, start: int, stop: int, items: list[RawItem]
+    ) -> None:
+        """The handshake record body ``buf[start:stop]``: its complete messages, read in
+        place when no message is pending (RFC 8446 5.1: messages may share a record or
+        span several)."""
         hs = self._hs
         source: bytes | bytearray
         if hs:
-            hs += fragment
-            source = hs
+            hs += buf[start:stop]
+            source, pos, end = hs, 0, len(hs)
         else:
-            source = fragment  # no message pending: read the messages in place
-        pos, end = 0, len(source)
+            source, pos, end = buf, start, stop
         max_hs = self._limits[1]
         while end - pos >= 4:
             length = (source[pos + 1] << 16) | (source[pos + 2] << 8) | source[pos + 3]
@@ -288,14 +330,14 @@ class TlsRecordParser:
                 )
             if end - pos < 4 + length:
                 break
-            items.append(HandshakeMessage(source[pos], bytes(source[pos + 4 : pos + 4 + length])))
+            items.append((source[pos], bytes(source[pos + 4 : pos + 4 + length])))
             pos += 4 + length
         if pos >= end:
             self._hs = None
         elif source is hs:
             del hs[:pos]
         else:
-            self._hs = bytearray(source[pos:])
+            self._hs = bytearray(source[pos:end])
 
     def _add_version(self, version: int) -> None:
         versions = (*self._versions, version)
@@ -305,7 +347,7 @@ class TlsRecordParser:
         self._versions = _VERSION_TUPLES.setdefault(versions, versions)
 
     def _sslv2_record(
-        self, buf: bytes | bytearray, pos: int, end: int, header: int, items: list[TlsItem]
+        self, buf: bytes | bytearray, pos: int, end: int, header: int, items: list[RawItem]
     ) -> int:
         """Consume one SSLv2 record (2-byte header if the top bit is set, else 3-byte)."""
         if end - pos < header:
@@ -321,13 +363,13 @@ class TlsRecordParser:
         start = pos + header
         body = bytes(buf[start : start + length])
         if self._mode & _SSLV2:
-            items.append(EncryptedRecord(SSLV2_RECORD, length))
+            items.append(_encrypted_record(SSLV2_RECORD, length))
         elif body[0] == _SSL2_CLIENT_HELLO:
             hello = parse_sslv2_client_hello(body[1:])
             items.append(SSLv2ClientHello(hello))
             self._enter_sslv2(hello.legacy_version)
         elif body[0] == _SSL2_SERVER_HELLO and length >= 5:
-            items.append(HandshakeMessage(SSLV2_SERVER_HELLO, body[1:]))
+            items.append((SSLV2_SERVER_HELLO, body[1:]))
             self._enter_sslv2((body[3] << 8) | body[4])
         else:
             raise TlsRecordError(f"SSLv2 record of message type {body[0]} at stream start")

@@ -308,3 +308,38 @@ def test_items_before_garbage_in_the_same_chunk_are_kept() -> None:
     assert isinstance(error, TlsRecordError) and "content type 170" in str(error)
     with pytest.raises(TlsRecordError):  # and the parser stays failed
         parser.feed(b"\x16")
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_feed_raw_gives_what_feed_gives_with_messages_as_pairs(
+    version: str, tls12: HandshakeBytes, tls13: HandshakeBytes,
+) -> None:
+    """The session layer's ``feed_raw``: the same items in the same order, a handshake
+    message as its ``(msg_type, body)``, whatever the chunking (here 1, 7 and 300 bytes)."""
+    shake = tls12 if version == "1.2" else tls13
+    for stream in (shake.client_to_server, shake.server_to_client):
+        expected = TlsRecordParser().feed(stream)
+        for size in (1, 7, 300):
+            parser = TlsRecordParser()
+            raw: list[object] = []
+            for pos in range(0, len(stream), size):
+                items, error = parser.feed_raw(stream[pos : pos + size])
+                assert error is None
+                raw += items
+            assert raw == [(item.msg_type, item.body) if isinstance(item, m.HandshakeMessage)
+                           else item for item in expected]
+            assert any(isinstance(item, tuple) for item in raw)
+
+
+def test_encrypted_records_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Equal EncryptedRecord items are shared, in a table that stays within its bound; the
+    items still say each record's own length."""
+    from sensor.tls import records
+
+    monkeypatch.setattr(records, "ENCRYPTED_RECORD_ENTRIES", 3)
+    records._encrypted_records.clear()
+    parser = TlsRecordParser()
+    for length in range(1, 11):
+        items = parser.feed(bytes([m.APPLICATION_DATA, 3, 3, 0, length]) + b"x" * length)
+        assert items == [m.EncryptedRecord(m.APPLICATION_DATA, length)]
+        assert len(records._encrypted_records) <= 3

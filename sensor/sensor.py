@@ -9,10 +9,13 @@ pay for reassembly and parsing.
 from __future__ import annotations
 
 import logging
+import struct
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import count, islice
+from struct import error as struct_error
+from typing import TYPE_CHECKING
 
 from schemas.events import SensorEvent
 from sensor.anomalies import Anomaly, AnomalyCounter
@@ -60,6 +63,9 @@ from sensor.session import Side, TlsSession
 from sensor.traffic import LIMIT_ANOMALY, TrafficStats, limit_detail, to_events
 from sensor.udp_sessions import UdpSensor
 
+if TYPE_CHECKING:
+    from sensor.pcapfile import Buffer, PcapRecordFormat
+
 log = logging.getLogger("certwatch.sensor")
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -90,6 +96,11 @@ _new_segment = tuple.__new__  # a TcpSegment without the class call (as sensor.d
 _NO_VLANS: tuple[int, ...] = ()
 _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 _from_bytes = int.from_bytes
+#: For a pcap record read in place (Sensor.process_pcap_records): the four words of
+#: sensor.decode.ETH_IPV4_TCP_WORDS and, between them, the flow key (frame bytes 26-38:
+#: addresses then ports, sensor.flows.flow_key), from the offset of the record's 16-byte
+#: header. Needs a frame of 48 bytes or more.
+_RECORD_WORDS_KEY = struct.Struct("!28xIH2xI2x12s8xH").unpack_from
 
 
 def seq_after(a: int, b: int) -> bool:
@@ -471,8 +482,9 @@ class Sensor:
         ``frames`` ran out). Events queue up as with :meth:`process`.
 
         For a replay loop: the fast path of :meth:`process` is repeated here inline (keep
-        the two, :meth:`process_share`'s and :meth:`process_share_many`'s the same;
-        tests/sensor/test_process_many.py and test_fast_path.py compare them), so that the
+        the two, :meth:`process_share`'s, :meth:`process_share_many`'s and
+        :meth:`process_pcap_records`'s the same; tests/sensor/test_process_many.py,
+        test_fast_path.py and test_record_runs.py compare them), so that the
         bulk of the packets cost no method call and no attribute lookups of the sensor
         (~0.3 µs of ~1 µs per packet)."""
         stats, entry_of, frame = self.stats, self._flow_entry, self._frame
@@ -536,6 +548,96 @@ class Sensor:
         stats.packets += taken
         stats.bytes += captured
         return taken
+
+    def process_pcap_records(
+        self, buf: Buffer, start: int, end: int, fmt: PcapRecordFormat
+    ) -> int:
+        """Account for the classic pcap records in ``buf[start:end]`` read in place, exactly
+        as :meth:`process` for each frame; returns the offset of the first record not taken
+        (``end`` when all were): a record whose 16-byte header or captured bytes do not
+        all lie before ``end``, or that claims more than ``fmt.max_caplen`` bytes, is left
+        to the reader (a :data:`sensor.pcapfile.RecordConsumer`, for
+        :meth:`sensor.pcapfile.PcapReader.record_runs`). ``buf`` is a mapped file or bytes;
+        ``start`` is the offset of a record header; ``fmt`` says how to read the headers.
+
+        :meth:`process_many` without the frames: a packet that is only counted costs its
+        record header, the four header words and the flow key, all read from ``buf``; no
+        frame is copied. A segment past the counted-packet path gets its payload sliced
+        from ``buf``, any other frame (the general decoder) its bytes. Keep the fast path
+        the same as :meth:`process_many`'s (tests/sensor/test_record_runs.py compares
+        them on every frame of every test capture)."""
+        header, unit, linktype, max_caplen = fmt
+        stats, entry_of, frame = self.stats, self._flow_entry, self._frame
+        segment = self._segment
+        # Module constants as locals: a LOAD_FAST each, on every packet. A frame shorter
+        # than ``fast`` cannot take the fast path (54 bytes of Ethernet/IPv4/TCP headers;
+        # never, when the file is not Ethernet).
+        fast = 54 if linktype == LINKTYPE_ETHERNET else 1 << 62
+        words_key, ipv4_ihl5, frag_proto_mask, tcp_first = (
+            _RECORD_WORDS_KEY, _ETH_IPV4_IHL5, _FRAG_PROTO, _TCP_FIRST)
+        counting, closed, fin_rst, syn, fin_syn_rst = (
+            _COUNTING, _CLOSED, _FIN_RST, SYN, _FIN_SYN_RST)
+        addrs_tcp, new_segment, no_vlans = ETH_IPV4_ADDRS_TCP, _new_segment, _NO_VLANS
+        now, next_sweep = self.now, self._next_sweep
+        # As in process_many, the clock lives in a local (written back before every call
+        # that may read it); the packet total is the loop's count and the byte total is the
+        # records' span less their headers, both added at the end.
+        pos = start
+        taken = 0
+        for taken in count():  # noqa: B007 - the count is the number of records taken
+            try:
+                sec, frac, size = header(buf, pos)
+            except struct_error:  # fewer than 16 bytes left in buf: the reader's to report
+                break
+            at = pos + 16  # the frame
+            stop = at + size
+            if stop > end or size > max_caplen:
+                break
+            record, pos = pos, stop
+            timestamp = sec + frac * unit
+            if timestamp > now:
+                now = timestamp
+                if timestamp >= next_sweep:
+                    self.now = now
+                    self._sweep(timestamp)
+                    next_sweep = self._next_sweep
+            if size >= fast:
+                # The words and the key from the record's offset: no offset arithmetic
+                # (each a new int object, so far into a buffer) and no slice.
+                head, total, frag_proto, key, tcp_word = words_key(buf, record)
+                if head >> 8 == ipv4_ihl5 and frag_proto & frag_proto_mask == tcp_first:
+                    tail = 14 + total
+                    if tail > size:
+                        tail = size
+                    payload = 34 + (tcp_word >> 12) * 4
+                    if tcp_word >= 0x5000 and payload <= tail:
+                        flow = entry_of(key)
+                        if flow is not None:
+                            state = flow.state
+                            if (
+                                (state is counting and not tcp_word & fin_rst)
+                                or (state is closed and not tcp_word & syn)
+                                or (payload == tail and not tcp_word & fin_syn_rst)
+                            ):
+                                flow.packets += 1
+                                flow.bytes += tail - payload
+                                flow.last_seen = timestamp
+                                continue
+                        self.now = now
+                        # _fast_segment, inline (the TCP header is at 34)
+                        src, dst, sport, dport, seq, ack = addrs_tcp(buf, at + 26)
+                        segment(key, flow, new_segment(TcpSegment, (
+                            src, dst, sport, dport, seq, ack, tcp_word & 0xFF,
+                            buf[at + payload : at + tail], no_vlans)), timestamp)
+                        now, next_sweep = self.now, self._next_sweep
+                        continue
+            self.now = now
+            frame(timestamp, linktype, buf[at:stop])
+            now, next_sweep = self.now, self._next_sweep  # in step, whatever it did
+        self.now = now
+        stats.packets += taken
+        stats.bytes += pos - start - 16 * taken
+        return pos
 
     def _general(self, timestamp: float, linktype: int, data: bytes) -> None:
         """A frame :meth:`process`'s fast path does not take (VLAN tags, IPv6, tunnels,

@@ -188,6 +188,8 @@ class EventBuilder:
         self._networks: dict[tuple[Hashable, ...], Network] = {}
         self._key_exchanges: dict[tuple[int | None, str | None], KeyExchange] = {}
         self._server_endpoints: dict[tuple[bytes, int], Endpoint] = {}
+        self._server_sides: dict[tuple[bytes, int, str, tuple[int, ...]],
+                                 tuple[Endpoint, Network]] = {}
 
     def _remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
         if len(table) >= MEMO_ENTRIES:
@@ -203,7 +205,7 @@ class EventBuilder:
         character: ``t`` (TCP), ``q`` (QUIC) or ``d`` (DTLS); the latter two are UDP."""
         (client_addr, client_port), (server_addr, server_port) = flow.client_server()
         client_ip = format_addr(client_addr)
-        destination = self._server_endpoint(server_addr, server_port)
+        destination, network = self._server_side(flow, server_addr, server_port, ja4_transport)
         server_ip = destination.ip
         start = record.client_hello_time or record.server_hello_time or flow.session_start
         end = record.last_handshake_time or start
@@ -237,7 +239,7 @@ class EventBuilder:
             record.ended_by or "capture_end",
             record.parse_error,
         )
-        started = utc(start)
+        started = datetime.fromtimestamp(start, UTC)  # utc(start), without the call
         name = self.observer.name
         event = _new_handshake(
             started,
@@ -248,12 +250,13 @@ class EventBuilder:
                                f"{start!r}".encode()).hexdigest()[:24],
                 "event", ["network"], ["connection", "protocol"], "certwatch.tls.handshake",
                 "success" if record.established else "failure",
-                started, started if end == start else utc(end), nanoseconds(start, end),
+                started, started if end == start else datetime.fromtimestamp(end, UTC),
+                nanoseconds(start, end),
             ),
             self.observer,
             _new_endpoint(client_ip, client_port),
             destination,
-            self._network(flow, server_addr, ja4_transport),
+            network,
             tls,
             _new_extension(detail, _new_counters(flow.packets, flow.bytes)),
         )
@@ -481,8 +484,9 @@ class EventBuilder:
         echoed = bool(ch and ch.session_id and ch.session_id == sh.session_id)
         if first_key is None:
             first_key = _server_hello_key(first)
-        sh_key = first_key if first is sh else _server_hello_key(sh)
-        key = (sh_key, first_key, echoed)
+        # The usual case (no HelloRetryRequest) keys by the one ServerHello's key, hashed
+        # once; the two-ServerHello keys are longer, so the two kinds cannot meet.
+        key = (first_key, echoed) if first is sh else (_server_hello_key(sh), first_key, echoed)
         summary = self._server_hellos.get(key)
         if summary is None:
             summary = self._new_server_hello(sh, first, echoed)
@@ -531,6 +535,17 @@ class EventBuilder:
             )
             self._remember(self._networks, key, network)
         return network
+
+    def _server_side(self, flow: Flow, addr: bytes, port: int, ja4_transport: str
+                     ) -> tuple[Endpoint, Network]:
+        """``destination`` and ``network`` together, memoised by the server's address and
+        port, the transport and the VLANs (one lookup per event for the two)."""
+        key = (addr, port, ja4_transport, flow.vlans)
+        known = self._server_sides.get(key)
+        if known is None:
+            known = (self._server_endpoint(addr, port), self._network(flow, addr, ja4_transport))
+            self._remember(self._server_sides, key, known)
+        return known
 
     def _server_endpoint(self, addr: bytes, port: int) -> Endpoint:
         """``destination``, memoised by the address's bytes and the port (the address is

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.support import DATA
 
@@ -32,7 +33,7 @@ sys.exit(code)
 NOT_FOR_A_SENSOR_REPLAY = (
     "processors", "yaml", "aiokafka", "aiomqtt", "prometheus_client", "pydantic_settings",
     "certwatch.bus", "certwatch.services", "certwatch.codec", "certwatch.kafka_cli",
-    "certwatch.settings", "multiprocessing", "asyncio",
+    "certwatch.settings", "multiprocessing", "asyncio", "certwatch.watch",
 )
 
 
@@ -96,3 +97,29 @@ def test_help_lists_every_command_without_loading_them(tmp_path: Path) -> None:
                     "schema"):
         assert command in result.stdout
     assert loaded(modules, (*NOT_FOR_A_SENSOR_REPLAY, "sensor.sensor")) == []
+
+
+def test_watch_is_listed_and_parsed_as_its_module_defines_it() -> None:
+    """``certwatch watch`` is registered without importing its module; once used, its parser
+    is the one ``add_watch_command`` makes: same line in the command list, same help, same
+    parse."""
+    import argparse
+
+    from certwatch.cli import build_parser
+    from certwatch.watch import add_watch_command
+
+    def subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[Any]:
+        return next(action for action in parser._actions
+                    if isinstance(action, argparse._SubParsersAction))
+
+    lazy = build_parser()
+    eager = argparse.ArgumentParser(prog="certwatch")
+    add_watch_command(eager.add_subparsers(dest="command"))
+    listed = {a.dest: a.help for a in subparsers(lazy)._choices_actions}
+    assert listed["watch"] == {a.dest: a.help for a in subparsers(eager)._choices_actions}["watch"]
+    lazy_watch = subparsers(lazy).choices["watch"]
+    eager_watch = subparsers(eager).choices["watch"]
+    assert lazy_watch.format_help() == eager_watch.format_help()
+    argv = ["-i", "eth1", "--duration", "5", "--no-alerts", "--bpf", "tcp port 443"]
+    assert vars(lazy.parse_args(["watch", *argv])) == {
+        "verbose": False, "log_format": "auto", **vars(eager.parse_args(["watch", *argv]))}

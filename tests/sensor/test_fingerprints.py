@@ -138,6 +138,15 @@ def test_ja3_string_is_the_salesforce_format_without_grease() -> None:
     assert fp.ja3(ch) == hashlib.md5(expected.encode()).hexdigest()
 
 
+def test_grease_set_is_every_value_the_registry_calls_grease() -> None:
+    # The fingerprints drop GREASE with a set written out from RFC 8701; it must be exactly
+    # the values the registry's definition recognises among all 16-bit values.
+    from sensor.tls.registry import is_grease
+
+    assert {v for v in range(0x10000) if is_grease(v)} == fp._GREASE
+    assert len(fp._GREASE) == 16
+
+
 def test_ja3_of_a_hello_without_extensions_keeps_empty_fields() -> None:
     ch = _hello(ciphers=(0x0005, 0x000A), legacy_version=0x0300)
     assert fp.ja3_string(ch) == "768,5-10,,,"

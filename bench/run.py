@@ -14,7 +14,10 @@ Usage: ``python -m bench.run [--quick] [--rounds N] [--no-tshark] [--no-memory]`
    ``struct`` loop over the pcap records (the floor), ``certwatch replay --no-alerts --events
    /dev/null`` and tshark extracting SNI, version, cipher, JA3, serial and subject names
    (``-T fields``). Wall time and the child's peak RSS (``wait4``); the median round is
-   reported.
+   reported. When ``.venv-compiled`` exists (``make compiled``: the hot modules compiled with
+   mypyc), its ``certwatch replay`` runs in the same rounds, with the same count checks and
+   ratios; the output says when it does not. Our packages are byte-compiled first
+   (``compileall``), as ``make setup`` does, so no run compiles sources.
 4. Measures the processors in-process: the capture's handshake events through
    ``Processor(Policy(), DETECTORS)``.
 """
@@ -39,6 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
 BIN = Path(sys.executable).parent
+COMPILED_BIN = ROOT / ".venv-compiled" / "bin"
+PY_PACKAGES = ("sensor", "processors", "schemas", "certwatch", "tools", "bench")
 SEED = 1
 
 TSHARK_FILTER = "tls.handshake.type == 1 || tls.handshake.type == 2 || tls.handshake.type == 11"
@@ -189,8 +194,26 @@ def tshark_command(path: Path) -> list[str]:
     return command
 
 
-def sensor_command(path: Path, events: str = "/dev/null") -> list[str]:
-    return [str(BIN / "certwatch"), "replay", "--no-alerts", "--events", events, str(path)]
+def sensor_command(path: Path, events: str = "/dev/null", bin_dir: Path = BIN) -> list[str]:
+    return [str(bin_dir / "certwatch"), "replay", "--no-alerts", "--events", events, str(path)]
+
+
+def compiled_bin() -> Path | None:
+    """The compiled build's bin directory when ``make compiled`` made one whose sensor is
+    compiled (an ``.so``), else None."""
+    if not (COMPILED_BIN / "certwatch").exists():
+        return None
+    done = subprocess.run([str(COMPILED_BIN / "python"), "-c",
+                           "import sensor.sensor as m; print(m.__file__)"],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
+    return COMPILED_BIN if done.stdout.strip().endswith(".so") else None
+
+
+def precompile() -> None:
+    """Byte-compile our packages (what ``make setup`` does): with PYTHONDONTWRITEBYTECODE set,
+    every run would otherwise compile them from source (~60 ms of start-up)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *PY_PACKAGES], cwd=ROOT,
+                   check=True)
 
 
 # -- what each found ------------------------------------------------------------------------
@@ -268,18 +291,25 @@ def processor_rate(lines: list[bytes], rounds: int) -> tuple[int, float]:
 
 
 def bench_capture(capture: Capture, rounds: int, with_tshark: bool,
-                  lines_out: list[bytes] | None) -> None:
+                  lines_out: list[bytes] | None, compiled: Path | None = None) -> None:
     size_mb = capture.path.stat().st_size / 1e6
     print(f"\n== {capture.name}: {capture.path.name} ({size_mb:,.0f} MB; "
           f"{capture.connections:,} connections, {capture.concurrency:,} open at once)")
     floor = Tool("floor (struct loop)", [sys.executable, "-c", FLOOR, str(capture.path)])
     sensor = Tool("certwatch replay", sensor_command(capture.path))
     tshark = Tool("tshark -T fields", tshark_command(capture.path))
-    tools = [floor, sensor] + ([tshark] if with_tshark else [])
+    sensors = [sensor]
+    if compiled is not None:
+        sensors.append(Tool("certwatch compiled", sensor_command(capture.path,
+                                                                  bin_dir=compiled)))
+    tools = [floor, *sensors] + ([tshark] if with_tshark else [])
     # Start-up alone (an empty capture): how much of each tool's time is not per packet.
     empty = empty_capture()
-    startups = [Tool("certwatch start-up", sensor_command(empty))] + (
-        [Tool("tshark start-up", tshark_command(empty))] if with_tshark else [])
+    startups = [Tool("certwatch start-up", sensor_command(empty))]
+    if compiled is not None:
+        startups.append(Tool("compiled start-up", sensor_command(empty, bin_dir=compiled)))
+    if with_tshark:
+        startups.append(Tool("tshark start-up", tshark_command(empty)))
 
     # Agreement first, untimed: what each found.
     events_path = CACHE / f"{capture.path.stem}.events.jsonl"
@@ -308,11 +338,11 @@ def bench_capture(capture: Capture, rounds: int, with_tshark: bool,
     packets_text, frame_bytes = floor.runs[0].stdout.split()
     packets, frame_bits = int(packets_text), int(frame_bytes) * 8
     for tool in tools:
-        if tool is sensor:
+        if tool in sensors:
             for run in tool.runs:
                 counted, handshakes = summary_counts(run.stderr)
                 if counted != packets or handshakes != found_sensor.handshakes:
-                    raise RuntimeError(f"sensor counted {counted} packets, {handshakes} "
+                    raise RuntimeError(f"{tool.name} counted {counted} packets, {handshakes} "
                                        "handshakes in a timed run; expected "
                                        f"{packets}, {found_sensor.handshakes}")
     print(f"\n{'':22}{'seconds':>9}{'packets/s':>12}{'Mbit/s':>9}{'handshakes/s':>14}"
@@ -322,17 +352,22 @@ def bench_capture(capture: Capture, rounds: int, with_tshark: bool,
         print(f"{tool.name:22}{s:9.2f}{packets / s:12,.0f}{frame_bits / s / 1e6:9,.0f}"
               f"{found_sensor.handshakes / s:14,.0f}{tool.peak_rss_mb:13,.0f}")
     print("start-up (empty capture): " + ", ".join(
-        f"{tool.name.split()[0]} {tool.seconds:.2f} s" for tool in startups))
+        f"{tool.name.removesuffix(' start-up')} {tool.seconds:.2f} s" for tool in startups))
     # The issue's targets: time against the floor on the throughput capture, peak RSS on the
     # memory one (100k flows open at once is the point there, not speed).
-    if capture.name == "memory":
-        print(f"sensor time / floor time: {sensor.seconds / floor.seconds:.2f}; "
-              f"sensor peak RSS {sensor.peak_rss_mb:,.0f} MB (target < 150 at 100k flows)")
-    else:
-        print(f"sensor time / floor time: {sensor.seconds / floor.seconds:.2f} (target <= 4)")
-    if with_tshark and agree:
-        print(f"sensor packets/s / tshark packets/s: {tshark.seconds / sensor.seconds:.2f} "
-              "(target >= 4)")
+    for tool in sensors:
+        label = "sensor" if tool is sensor else "compiled sensor"
+        if capture.name == "memory":
+            print(f"{label} time / floor time: {tool.seconds / floor.seconds:.2f}; "
+                  f"{label} peak RSS {tool.peak_rss_mb:,.0f} MB (target < 150 at 100k flows)")
+        else:
+            print(f"{label} time / floor time: {tool.seconds / floor.seconds:.2f} "
+                  "(target <= 4)")
+        if with_tshark and agree:
+            print(f"{label} packets/s / tshark packets/s: "
+                  f"{tshark.seconds / tool.seconds:.2f} (target >= 4)")
+    if compiled is not None:
+        print(f"compiled / pure time: {sensors[1].seconds / sensor.seconds:.2f}")
     print("median of", rounds, "rounds; peak RSS is the largest of the rounds")
 
 
@@ -354,11 +389,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = [throughput] if args.no_memory else [throughput, memory]
     for capture in selected:
         generate(capture)
+    precompile()
+    compiled = compiled_bin()
+    print(f"our packages byte-compiled first (compileall {' '.join(PY_PACKAGES)})")
+    if compiled is None:
+        print("compiled build: not measured (no .venv-compiled with a compiled sensor; "
+              "`make compiled` to add it)")
+    else:
+        print(f"compiled build: {compiled / 'certwatch'} (mypyc, make compiled) measured in "
+              "the same rounds")
     lines: list[bytes] = []
-    bench_capture(throughput, rounds, with_tshark, lines)
+    bench_capture(throughput, rounds, with_tshark, lines, compiled)
     if not args.no_memory:
         # tshark is left out here: it needs several GB on 100k flows and says nothing new.
-        bench_capture(memory, max(1, rounds // 3), False, None)
+        bench_capture(memory, max(1, rounds // 3), False, None, compiled)
     count, rate = processor_rate(lines, rounds)
     print(f"\nprocessors in-process: {count:,} handshake events through every detector: "
           f"{rate:,.0f} events/s (target >= 50,000)")

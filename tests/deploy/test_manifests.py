@@ -212,6 +212,24 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_the_certwatch_entry_point(
     assert "CAP_NET_RAW" in text and "CAP_NET_ADMIN" in text
 
 
+def test_the_builder_compiles_and_the_runtime_has_no_toolchain() -> None:
+    instructions = dockerfile()
+    starts = [i for i, (kw, _) in enumerate(instructions) if kw == "FROM"]
+    builder, runtime = instructions[starts[0]:starts[1]], instructions[starts[1]:]
+    # The compiled build is asked for by default (setup.py reads CERTWATCH_COMPILE) ...
+    args = dict(rest.split("=", 1) for kw, rest in builder if kw == "ARG" and "=" in rest)
+    assert args.get("CERTWATCH_COMPILE") == "1"
+    env = " ".join(rest for kw, rest in builder if kw == "ENV")
+    assert "CERTWATCH_COMPILE=${CERTWATCH_COMPILE}" in env
+    # ... from setup.py, which the builder gets, with a C compiler there and only there.
+    sources = {source for kw, rest in builder if kw == "COPY" for source in rest.split()[:-1]}
+    assert "setup.py" in sources
+    builder_runs = " ".join(rest for kw, rest in builder if kw == "RUN")
+    runtime_runs = " ".join(rest for kw, rest in runtime if kw == "RUN")
+    assert re.search(r"apt-get install .*\bgcc\b", builder_runs)
+    assert not re.search(r"\b(gcc|build-essential|libc6-dev|mypy)\b", runtime_runs)
+
+
 def test_the_image_gets_every_package_the_wheel_is_built_from() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]

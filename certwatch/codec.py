@@ -152,11 +152,11 @@ class HandshakeDecoder:
             build knows (the same error, with the same locations, as full validation).
         """
         if type(value) is bytes:
-            if value[-1:] in _JSON_SPACE:
-                # A line from a file (kcat, a replayed dump) ends in a newline; JSON allows
-                # the space around a document, so it decodes the same without it.
-                value = value.strip(b" \t\r\n")
-            event = self._fast(value)
+            # A line from a file (kcat, a replayed dump) ends in a newline; JSON allows the
+            # space around a document, so it decodes the same without it. Full validation
+            # gets the value as it came, so its errors quote the input the caller gave.
+            document = value.strip(b" \t\r\n") if value[-1:] in _JSON_SPACE else value
+            event = self._fast(document)
             if event is not None:
                 return event
         self.stats.full += 1

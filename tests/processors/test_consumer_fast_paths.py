@@ -155,6 +155,18 @@ def test_crafted_documents_decode_as_full_validation_does(name: str) -> None:
     assert _outcome(decoder.decode, value) == expected  # and again, from any template
 
 
+@pytest.mark.parametrize("tail", [b" ", b"\n", b"\t\r\n"])
+def test_a_cut_document_with_trailing_space_fails_as_full_validation_does(tail: bytes) -> None:
+    # A line cut short (a dump truncated mid-event) still ends in its newline: the errors
+    # must quote the input as given, as full validation's do.
+    decoder = HandshakeDecoder()
+    for base in _wire()[:20]:
+        decoder.decode(base)
+        value = base[: len(base) * 9 // 10] + tail
+        assert _outcome(decoder.decode, value) == _outcome(HandshakeEvent.model_validate_json,
+                                                           value)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_spliced_and_mutated_documents_decode_as_full_validation_does(

@@ -47,7 +47,7 @@ HOT_MODULES = (
 # Only for the compiled build, in its isolated build environment. mypy's major version is
 # pinned: mypyc's generated C and its runtime support change with it.
 # pydantic: its mypy plugin, without which the schemas' aliased fields do not type-check.
-COMPILE_REQUIRES = ["mypy>=2.3,<3", "pydantic>=2.6,<3", "setuptools>=68", "wheel"]
+COMPILE_REQUIRES = ["mypy>=2.3,<3", "pydantic>=2.6,<3", "setuptools>=77", "wheel"]
 
 
 def wants_compiled() -> bool:

@@ -483,8 +483,8 @@ class Merger:
 def merge_traffic(events: Sequence[TrafficStatsEvent],
                   bound: int) -> tuple[list[TrafficStatsEvent], int]:
     """Sum the events of one interval per endpoint (their ids, a function of the endpoint
-    and the interval, agree), busiest first as a sensor orders them; at most ``bound`` of
-    them, and the number of endpoints left out."""
+    and the interval, agree; each direction's counts too), busiest first as a sensor
+    orders them; at most ``bound`` of them, and the number of endpoints left out."""
     summed: dict[tuple[str, int, str], TrafficStatsEvent] = {}
     for event in events:
         where = (event.destination.ip, event.destination.port, event.network.transport)
@@ -494,9 +494,16 @@ def merge_traffic(events: Sequence[TrafficStatsEvent],
             continue
         net, traffic = have.network, have.certwatch.traffic
         more = event.certwatch.traffic
+        source, dest = have.source, have.destination
         summed[where] = have.model_copy(update={
             "network": net.model_copy(update={"bytes": net.bytes + event.network.bytes,
                                               "packets": net.packets + event.network.packets}),
+            "source": None if source is None or event.source is None else source.model_copy(
+                update={"bytes": _sum(source.bytes, event.source.bytes),
+                        "packets": _sum(source.packets, event.source.packets)}),
+            "destination": dest.model_copy(update={
+                "bytes": _sum(dest.bytes, event.destination.bytes),
+                "packets": _sum(dest.packets, event.destination.packets)}),
             "certwatch": have.certwatch.model_copy(update={"traffic": traffic.model_copy(
                 update={"connections": traffic.connections + more.connections,
                         "handshakes": traffic.handshakes + more.handshakes,
@@ -505,6 +512,12 @@ def merge_traffic(events: Sequence[TrafficStatsEvent],
         })
     ordered = sorted(summed.values(), key=lambda e: (-e.network.bytes, -e.network.packets))
     return ordered[:bound], max(0, len(ordered) - bound)
+
+
+def _sum(a: int | None, b: int | None) -> int | None:
+    """Two parts of a direction's count; unknown (None) if either part is (an event from a
+    sensor without the split)."""
+    return None if a is None or b is None else a + b
 
 
 def _tag(item: Item) -> int:

@@ -99,12 +99,37 @@ class AnomalyEvent(Model):
 
 class TrafficNetwork(Model):
     """ECS ``network.*`` of a traffic metric: ``bytes`` and ``packets`` are ECS's totals of
-    both directions (here TCP payload bytes, headers excluded, as the flows count them)."""
+    both directions (here TCP payload bytes, headers excluded, as the flows count them;
+    UDP payload bytes for QUIC and DTLS); ``source.*`` and ``destination.*`` split them."""
 
     transport: Literal["tcp", "udp"] = "tcp"
     type: Literal["ipv4", "ipv6"]
     bytes: int = Field(ge=0)
     packets: int = Field(ge=0)
+
+
+class TrafficSource(Model):
+    """ECS ``source.*`` of a traffic metric: the server endpoint's clients, together (no
+    address: many clients). Optional in the model so events of sensors older than the split
+    still validate; a sensor always sets both."""
+
+    bytes: int | None = Field(default=None, ge=0, description=(
+        "payload bytes the clients sent to the server in the interval (upload; ECS "
+        "source.bytes); with destination.bytes, network.bytes"))
+    packets: int | None = Field(default=None, ge=0, description=(
+        "packets the clients sent to the server in the interval (ECS source.packets); with "
+        "destination.packets, network.packets"))
+
+
+class TrafficDestination(Endpoint):
+    """ECS ``destination.*`` of a traffic metric: the server endpoint the event is about
+    and what it sent (``bytes`` and ``packets`` optional as in :class:`TrafficSource`)."""
+
+    bytes: int | None = Field(default=None, ge=0, description=(
+        "payload bytes the server sent to its clients in the interval (download; ECS "
+        "destination.bytes)"))
+    packets: int | None = Field(default=None, ge=0, description=(
+        "packets the server sent to its clients in the interval (ECS destination.packets)"))
 
 
 class TrafficCounts(Model):
@@ -123,13 +148,16 @@ class TrafficStatsExtension(Model):
 class TrafficStatsEvent(Model):
     """Counts of one server endpoint over one interval of capture time (``event.start`` to
     ``event.end``; ``@timestamp`` is the end): topic ``certwatch.traffic.stats``, the input of
-    byte-rate spike detection."""
+    byte-rate spike detection. ``network`` has both directions' counts, ``source`` the
+    clients' (upload) and ``destination`` the server's (download); a connection whose start
+    was not seen is split by the roles the sensor infers (a hello, else the ports)."""
 
     timestamp: datetime = Field(alias="@timestamp")
     ecs: Ecs = Field(default_factory=Ecs)
     event: EventFields
     observer: Observer
-    destination: Endpoint
+    source: TrafficSource | None = None
+    destination: TrafficDestination
     network: TrafficNetwork
     certwatch: TrafficStatsExtension
 

@@ -257,8 +257,12 @@ class Sensor:
                             or (state is _CLOSED and not tcp_word & SYN)
                             or (start == end and not tcp_word & _FIN_SYN_RST)
                         ):
+                            sent = end - start
                             flow.packets += 1
-                            flow.bytes += end - start
+                            flow.bytes += sent
+                            if key == flow.fkey:  # direction 0's share (Flow.packets0)
+                                flow.packets0 += 1
+                                flow.bytes0 += sent
                             flow.last_seen = timestamp
                             return
                     self._segment(key, flow, _fast_segment(data, 34, tcp_word & 0xFF, start, end),
@@ -298,8 +302,12 @@ class Sensor:
                                 or (state is _CLOSED and not flags & SYN)
                                 or (start == end and not flags & _FIN_SYN_RST)
                             ):
+                                sent = end - start
                                 flow.packets += 1
-                                flow.bytes += end - start
+                                flow.bytes += sent
+                                if key == flow.fkey:  # direction 0's share (Flow.packets0)
+                                    flow.packets0 += 1
+                                    flow.bytes0 += sent
                                 flow.last_seen = timestamp
                                 return
                         self._segment(key, flow, _fast_segment(data, tcp, flags, start, end),
@@ -361,8 +369,12 @@ class Sensor:
                                 or (state is _CLOSED and not flags & SYN)
                                 or (start == end and not flags & _FIN_SYN_RST)
                             ):
+                                sent = end - start
                                 flow.packets += 1
-                                flow.bytes += end - start
+                                flow.bytes += sent
+                                if key == flow.fkey:  # direction 0's share (Flow.packets0)
+                                    flow.packets0 += 1
+                                    flow.bytes0 += sent
                                 flow.last_seen = timestamp
                                 return
                         seq, ack = TCP_SEQ_ACK(data, tcp + 4)
@@ -454,8 +466,12 @@ class Sensor:
                             ):
                                 packets += 1
                                 captured += size
+                                sent = end - start
                                 flow.packets += 1
-                                flow.bytes += end - start
+                                flow.bytes += sent
+                                if key == flow.fkey:  # direction 0's share (Flow.packets0)
+                                    flow.packets0 += 1
+                                    flow.bytes0 += sent
                                 flow.last_seen = timestamp
                                 continue
                         packets += 1
@@ -528,8 +544,12 @@ class Sensor:
                                 or (state is closed and not tcp_word & syn)
                                 or (start == end and not tcp_word & fin_syn_rst)
                             ):
+                                sent = end - start
                                 flow.packets += 1
-                                flow.bytes += end - start
+                                flow.bytes += sent
+                                if key == flow.fkey:  # direction 0's share (Flow.packets0)
+                                    flow.packets0 += 1
+                                    flow.bytes0 += sent
                                 flow.last_seen = timestamp
                                 continue
                         self.now = now
@@ -619,8 +639,12 @@ class Sensor:
                                 or (state is closed and not tcp_word & syn)
                                 or (payload == tail and not tcp_word & fin_syn_rst)
                             ):
+                                sent = tail - payload
                                 flow.packets += 1
-                                flow.bytes += tail - payload
+                                flow.bytes += sent
+                                if key == flow.fkey:  # direction 0's share (Flow.packets0)
+                                    flow.packets0 += 1
+                                    flow.bytes0 += sent
                                 flow.last_seen = timestamp
                                 continue
                         self.now = now
@@ -673,8 +697,12 @@ class Sensor:
             # Flow.direction_of, inline
             flow = found
             direction = 0 if key == found.fkey and not found.fins & SELF_KEYS else 1
+        sent = len(segment.payload)
         flow.packets += 1
-        flow.bytes += len(segment.payload)
+        flow.bytes += sent
+        if key == flow.fkey:  # the counted path's test, not ``direction`` (Flow.packets0)
+            flow.packets0 += 1
+            flow.bytes0 += sent
         flow.last_seen = timestamp
         state = flow.state
         if state is _HANDSHAKE:

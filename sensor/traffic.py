@@ -13,8 +13,14 @@ address and port (``network.transport``).
 
 Each live flow keeps its counters as last reported (packed into one int: memory matters at
 ``max_flows``); a flow without such an entry is new in the interval, which is how
-``connections`` is counted without a hook where flows are opened. The flow's counters cover
-both directions, so the counts are ECS ``network.bytes``/``network.packets`` (both ways).
+``connections`` is counted without a hook where flows are opened. The flow's totals cover
+both directions: ECS ``network.bytes``/``network.packets`` (both ways). Its direction-0
+counters (``Flow.packets0``/``bytes0``) split them: what the client sent is ECS
+``source.bytes``/``source.packets`` (the source side of a per-server event is its clients:
+upload), what the server sent ``destination.bytes``/``destination.packets`` (download). The
+client's direction is the flow's as the delta is taken (``_server_of``'s: known from the SYN
+or a hello, else the likelier one), so a connection caught mid-stream is split as it is
+attributed to its server.
 
 Intervals are aligned on the Unix epoch (``floor(t / interval) * interval``), so several
 sensors, or ``--workers`` sharing one capture, cut their counts at the same instants and
@@ -34,8 +40,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from schemas.base import Endpoint, EventFields, Observer
-from schemas.events import TrafficCounts, TrafficNetwork, TrafficStatsEvent, TrafficStatsExtension
+from schemas.base import EventFields, Observer
+from schemas.events import (
+    TrafficCounts,
+    TrafficDestination,
+    TrafficNetwork,
+    TrafficSource,
+    TrafficStatsEvent,
+    TrafficStatsExtension,
+)
 from sensor.build import event_id
 from sensor.decode import format_addr
 from sensor.flows import Flow, likely_client_direction
@@ -44,8 +57,16 @@ DATASET: Final = "certwatch.traffic.stats"
 LIMIT_ANOMALY: Final = "traffic_endpoints_limit"
 MAX_OTHER_SEEN: Final = 65_536
 """Endpoints over the bound told apart per interval (for their number); beyond, "at least"."""
-_PACKETS_BITS: Final = 40  # a flow's packets in the low bits of its packed snapshot
+# A flow's packed snapshot, low bits first: packets (40 bits), bytes (64), direction 0's
+# packets (40), then direction 0's bytes. Six 30-bit digits while direction 0 sent under
+# 64 GiB, the size the two fields' snapshot had (an int's memory goes in 16-byte steps).
+# Bounds: 2**40 packets and 2**64 bytes a flow, decades at any link speed.
+_PACKETS_BITS: Final = 40
 _PACKETS_MASK: Final = (1 << _PACKETS_BITS) - 1
+_BYTES_BITS: Final = 64
+_BYTES_MASK: Final = (1 << _BYTES_BITS) - 1
+_TOTALS_BITS: Final = _PACKETS_BITS + _BYTES_BITS  # where direction 0's packets start
+_BYTES0_SHIFT: Final = _TOTALS_BITS + _PACKETS_BITS
 
 ServerEndpoint = tuple[bytes, int, bool]
 """(server address as on the wire: 4 or 16 bytes, server port, over UDP)."""
@@ -53,17 +74,32 @@ ServerEndpoint = tuple[bytes, int, bool]
 
 @dataclass(slots=True)
 class Counts:
-    """Mutable running counts of one endpoint (or of the endpoints over the bound)."""
+    """Mutable running counts of one endpoint (or of the endpoints over the bound).
+
+    ``packets``/``bytes`` are both directions'; ``client_packets``/``client_bytes`` those
+    the clients sent to the server (the server's are the differences)."""
 
     packets: int = 0
     bytes: int = 0
     connections: int = 0
     handshakes: int = 0
     failed_handshakes: int = 0
+    client_packets: int = 0
+    client_bytes: int = 0
+
+    @property
+    def server_packets(self) -> int:
+        return self.packets - self.client_packets
+
+    @property
+    def server_bytes(self) -> int:
+        return self.bytes - self.client_bytes
 
     def add(self, other: Counts) -> None:
         self.packets += other.packets
         self.bytes += other.bytes
+        self.client_packets += other.client_packets
+        self.client_bytes += other.client_bytes
         self.connections += other.connections
         self.handshakes += other.handshakes
         self.failed_handshakes += other.failed_handshakes
@@ -87,15 +123,27 @@ def interval_start(timestamp: float, interval: float) -> float:
     return math.floor(timestamp / interval) * interval
 
 
-def _server_of(flow: Flow, udp: bool) -> ServerEndpoint:
-    """``flow.client_server()[1]`` without building the client's half (once per flow and
-    interval, and once per handshake), and the transport; a flow whose roles are unknown
-    gets the likelier server (:func:`likely_client_direction`)."""
+def _client_direction(flow: Flow) -> tuple[int, ServerEndpoint]:
+    """The client's direction of ``flow`` and the server's address and port (with a
+    placeholder transport): ``flow.client_server()`` without building the client's half;
+    a flow whose roles are unknown gets the likelier ones (:func:`likely_client_direction`)."""
     key = flow.key
     client = flow.client_direction
     if client is None:
         client = likely_client_direction(key[2], key[3])
-    return (key[0], key[2], udp) if client == 1 else (key[1], key[3], udp)
+    return client, ((key[0], key[2], False) if client == 1 else (key[1], key[3], False))
+
+
+def _server_of(flow: Flow, udp: bool) -> ServerEndpoint:
+    """``flow.client_server()[1]`` (once per handshake) and the transport."""
+    addr, port, _ = _client_direction(flow)[1]
+    return addr, port, udp
+
+
+def _snapshot(flow: Flow) -> int:
+    """``flow``'s four counters packed into one int (see ``_PACKETS_BITS``)."""
+    return ((flow.bytes0 << _PACKETS_BITS | flow.packets0) << _TOTALS_BITS
+            | flow.bytes << _PACKETS_BITS | flow.packets)
 
 
 def _order(item: tuple[ServerEndpoint, Counts]) -> tuple[int, int, int, bytes, int, bool]:
@@ -139,22 +187,32 @@ class TrafficStats:
     def _take(self, flow: Flow, packed: int | None, udp: bool) -> int:
         """Add ``flow``'s counts since ``packed`` (its snapshot; None: a new flow) to its
         endpoint; the new snapshot."""
-        counts = self._slot(_server_of(flow, udp))
+        client, (addr, port, _) = _client_direction(flow)
+        counts = self._slot((addr, port, udp))
+        packets, sent, packets0, sent0 = flow.packets, flow.bytes, flow.packets0, flow.bytes0
         if packed is None:
             counts.connections += 1
-            counts.packets += flow.packets
-            counts.bytes += flow.bytes
         else:
-            counts.packets += flow.packets - (packed & _PACKETS_MASK)
-            counts.bytes += flow.bytes - (packed >> _PACKETS_BITS)
-        return flow.bytes << _PACKETS_BITS | (flow.packets & _PACKETS_MASK)
+            packets -= packed & _PACKETS_MASK
+            sent -= packed >> _PACKETS_BITS & _BYTES_MASK
+            packets0 -= packed >> _TOTALS_BITS & _PACKETS_MASK
+            sent0 -= packed >> _BYTES0_SHIFT
+        counts.packets += packets
+        counts.bytes += sent
+        if client:  # the client sends in direction 1: what direction 0 did not send
+            counts.client_packets += packets - packets0
+            counts.client_bytes += sent - sent0
+        else:
+            counts.client_packets += packets0
+            counts.client_bytes += sent0
+        return _snapshot(flow)
 
     def forget(self, flow: Flow, udp: bool = False) -> None:
         """``flow`` (a UDP flow if ``udp``) leaves its table: its last counts go to the
         current interval."""
         packed = self._reported.pop(flow, None)
         # Unchanged since last taken (an idle flow expiring): nothing to add, no slot.
-        if packed != flow.bytes << _PACKETS_BITS | flow.packets:
+        if packed != _snapshot(flow):
             self._take(flow, packed, udp)
 
     def handshake(self, flow: Flow, failed: bool, udp: bool = False) -> None:
@@ -175,7 +233,8 @@ class TrafficStats:
             for flow in table:
                 # Unchanged since last taken (most flows of a quiet link): no endpoint slot.
                 packed = reported.get(flow)
-                if packed != flow.bytes << _PACKETS_BITS | flow.packets:
+                if packed != ((flow.bytes0 << _PACKETS_BITS | flow.packets0) << _TOTALS_BITS
+                              | flow.bytes << _PACKETS_BITS | flow.packets):  # _snapshot
                     reported[flow] = self._take(flow, packed, udp)
         start = self.start if self.start is not None else 0.0
         stats = IntervalStats(
@@ -237,7 +296,9 @@ def to_events(stats: IntervalStats, observer: str,
                 start=start, end=end, duration=duration,
             ),
             observer=observed,
-            destination=Endpoint(ip=ip, port=port),
+            source=TrafficSource(bytes=counts.client_bytes, packets=counts.client_packets),
+            destination=TrafficDestination(ip=ip, port=port, bytes=counts.server_bytes,
+                                           packets=counts.server_packets),
             network=TrafficNetwork(transport="udp" if udp else "tcp",
                                    type="ipv6" if len(addr) == 16 else "ipv4",
                                    bytes=counts.bytes, packets=counts.packets),

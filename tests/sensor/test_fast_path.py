@@ -45,7 +45,8 @@ def _run(frames: list[Frame], batch: int = 4096) -> tuple[object, ...]:
     while sensor.process_many(source, batch) == batch:
         events += [e.model_dump_json() for e in sensor.drain()]
     events += [e.model_dump_json() for e in sensor.drain()]
-    flows = sorted((f.keys[0], f.packets, f.bytes, f.state.value, f.last_seen)
+    flows = sorted((f.keys[0], f.packets, f.bytes, f.packets0, f.bytes0, f.state.value,
+                    f.last_seen)
                    for f in sensor.flows)
     stats = sensor.stats
     final = [e.model_dump_json() for e in sensor.finish()]
@@ -123,7 +124,8 @@ def _share_per_frame(frames: list[Frame], workers: int, index: int) -> tuple[obj
 def _outcome(sensor: Sensor, events: list[str]) -> tuple[object, ...]:
     """What a worker's sensor ends with: its events, its flows and counters."""
     stats = sensor.stats
-    flows = sorted((f.keys[0], f.packets, f.bytes, f.state.value, f.last_seen)
+    flows = sorted((f.keys[0], f.packets, f.bytes, f.packets0, f.bytes0, f.state.value,
+                    f.last_seen)
                    for f in sensor.flows)
     return (events, [e.model_dump_json() for e in sensor.finish()], flows, stats.packets,
             stats.bytes, dict(stats.handshakes), dict(sensor.anomalies.totals))

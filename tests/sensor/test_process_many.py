@@ -27,7 +27,8 @@ from tests.support import Frame, captures, handshakes, read_frames
 
 
 def _outcome(sensor: Sensor, events: Sequence[object]) -> tuple[object, ...]:
-    flows = sorted((f.keys[0], f.packets, f.bytes, f.state.value, f.last_seen)
+    flows = sorted((f.keys[0], f.packets, f.bytes, f.packets0, f.bytes0, f.state.value,
+                    f.last_seen)
                    for f in sensor.flows)
     return (events, sensor.stats, flows, dict(sensor.anomalies.totals),
             sensor.flows.created, sensor.flows.expired, sensor.flows.evicted)

@@ -92,6 +92,14 @@ _FIN_RST, _FIN_SYN_RST = FIN | RST, FIN | SYN | RST
 # The four-word test (sensor.decode.ETH_IPV4_TCP_WORDS): EtherType 0x0800 and version 4 /
 # IHL 5; fragment offset 0 and protocol 6 (TCP).
 _ETH_IPV4_IHL5, _FRAG_PROTO, _TCP_FIRST = 0x080045, 0x1FFF00FF, 6
+# _SHORT_JUMPS: the per-packet tests of the inlined fast paths are written inverted, the
+# frame not taken handled right under the test (``if x != y: <other frames>`` then the fast
+# path, not ``if x == y: <fast path>``): CPython 3.11 specializes a compare (to an int or
+# float compare fused with its jump, COMPARE_OP_INT_JUMP) only when the jump follows it
+# directly, and a jump past 255 code units needs an EXTENDED_ARG in between, which leaves
+# the compare generic (a rich compare call, ~50 instructions more) for every packet. A fast
+# path is that long; the traffic split's key compare pushed the header tests over the edge
+# (tests/sensor/test_fast_path.py checks that no per-packet compare is left so).
 _new_segment = tuple.__new__  # a TcpSegment without the class call (as sensor.decode does)
 _NO_VLANS: tuple[int, ...] = ()
 _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
@@ -229,45 +237,51 @@ class Sensor:
             if timestamp >= self._next_sweep:
                 self._sweep(timestamp)
         size = len(data)
-        if linktype == LINKTYPE_ETHERNET and size >= 54:
-            # Fast path for the bulk of tap traffic, untagged Ethernet/IPv4/TCP with no IP
-            # options, tested in four words (sensor.decode.ETH_IPV4_TCP_WORDS). The checks
-            # are those of decode_frame's own fast path, so a packet taken here is one
-            # decode_frame would decode to the same segment. A packet of a flow that is only
-            # counted, or a bare ACK (no payload, no SYN/FIN/RST: nothing for detection or
-            # reassembly, whatever the state), needs no segment or payload copy: only its
-            # key and payload length. Any other segment of this shape is built here from the
-            # fields already unpacked and handed to _segment with its flow, so it is neither
-            # decoded nor looked up twice. Other frames go the general way (_frame).
-            head, total, frag_proto, tcp_word = ETH_IPV4_TCP_WORDS(data, 12)
-            if head >> 8 == _ETH_IPV4_IHL5 and frag_proto & _FRAG_PROTO == _TCP_FIRST:
-                end = 14 + total
-                if end > size:
-                    end = size
-                # The data offset is at least 5 words (RFC 9293 3.1), so start <= end
-                # also says the TCP header (20 bytes at 34) was captured.
-                start = 34 + (tcp_word >> 12) * 4
-                if tcp_word >= 0x5000 and start <= end:
-                    key = data[26:38]  # the flow key (sensor.flows.flow_key)
-                    flow = self._flow_entry(key)
-                    if flow is not None:
-                        state = flow.state
-                        if (
-                            (state is _COUNTING and not tcp_word & _FIN_RST)
-                            or (state is _CLOSED and not tcp_word & SYN)
-                            or (start == end and not tcp_word & _FIN_SYN_RST)
-                        ):
-                            sent = end - start
-                            flow.packets += 1
-                            flow.bytes += sent
-                            if key == flow.fkey:  # direction 0's share (Flow.packets0)
-                                flow.packets0 += 1
-                                flow.bytes0 += sent
-                            flow.last_seen = timestamp
-                            return
-                    self._segment(key, flow, _fast_segment(data, 34, tcp_word & 0xFF, start, end),
-                                  timestamp)
+        # inverted: a short jump (see _SHORT_JUMPS)
+        if linktype != LINKTYPE_ETHERNET or size < 54:
+            self._frame(timestamp, linktype, data)
+            return
+        # Fast path for the bulk of tap traffic, untagged Ethernet/IPv4/TCP with no IP
+        # options, tested in four words (sensor.decode.ETH_IPV4_TCP_WORDS). The checks
+        # are those of decode_frame's own fast path, so a packet taken here is one
+        # decode_frame would decode to the same segment. A packet of a flow that is only
+        # counted, or a bare ACK (no payload, no SYN/FIN/RST: nothing for detection or
+        # reassembly, whatever the state), needs no segment or payload copy: only its
+        # key and payload length. Any other segment of this shape is built here from the
+        # fields already unpacked and handed to _segment with its flow, so it is neither
+        # decoded nor looked up twice. Other frames go the general way (_frame).
+        head, total, frag_proto, tcp_word = ETH_IPV4_TCP_WORDS(data, 12)
+        # inverted: a short jump (see _SHORT_JUMPS)
+        if head >> 8 != _ETH_IPV4_IHL5 or frag_proto & _FRAG_PROTO != _TCP_FIRST:
+            self._frame(timestamp, linktype, data)
+            return
+        end = 14 + total
+        if end > size:
+            end = size
+        # The data offset is at least 5 words (RFC 9293 3.1), so start <= end
+        # also says the TCP header (20 bytes at 34) was captured.
+        start = 34 + (tcp_word >> 12) * 4
+        if tcp_word >= 0x5000 and start <= end:
+            key = data[26:38]  # the flow key (sensor.flows.flow_key)
+            flow = self._flow_entry(key)
+            if flow is not None:
+                state = flow.state
+                if (
+                    (state is _COUNTING and not tcp_word & _FIN_RST)
+                    or (state is _CLOSED and not tcp_word & SYN)
+                    or (start == end and not tcp_word & _FIN_SYN_RST)
+                ):
+                    if key == flow.fkey:  # direction 0 (Flow.packets0)
+                        flow.packets0 += 1
+                        flow.bytes0 += end - start
+                    else:
+                        flow.packets1 += 1
+                        flow.bytes1 += end - start
+                    flow.last_seen = timestamp
                     return
+            self._segment(key, flow, _fast_segment(data, 34, tcp_word & 0xFF, start, end),
+                          timestamp)
+            return
         self._frame(timestamp, linktype, data)
 
     def _frame(self, timestamp: float, linktype: int, data: bytes) -> None:
@@ -302,12 +316,12 @@ class Sensor:
                                 or (state is _CLOSED and not flags & SYN)
                                 or (start == end and not flags & _FIN_SYN_RST)
                             ):
-                                sent = end - start
-                                flow.packets += 1
-                                flow.bytes += sent
-                                if key == flow.fkey:  # direction 0's share (Flow.packets0)
+                                if key == flow.fkey:  # direction 0 (Flow.packets0)
                                     flow.packets0 += 1
-                                    flow.bytes0 += sent
+                                    flow.bytes0 += end - start
+                                else:
+                                    flow.packets1 += 1
+                                    flow.bytes1 += end - start
                                 flow.last_seen = timestamp
                                 return
                         self._segment(key, flow, _fast_segment(data, tcp, flags, start, end),
@@ -369,12 +383,12 @@ class Sensor:
                                 or (state is _CLOSED and not flags & SYN)
                                 or (start == end and not flags & _FIN_SYN_RST)
                             ):
-                                sent = end - start
-                                flow.packets += 1
-                                flow.bytes += sent
-                                if key == flow.fkey:  # direction 0's share (Flow.packets0)
+                                if key == flow.fkey:  # direction 0 (Flow.packets0)
                                     flow.packets0 += 1
-                                    flow.bytes0 += sent
+                                    flow.bytes0 += end - start
+                                else:
+                                    flow.packets1 += 1
+                                    flow.bytes1 += end - start
                                 flow.last_seen = timestamp
                                 return
                         seq, ack = TCP_SEQ_ACK(data, tcp + 4)
@@ -436,53 +450,65 @@ class Sensor:
                     share(timestamp, linktype, data, workers, index)
                     break
             size = len(data)
-            if linktype == ethernet and size >= 54:
-                head, total, frag_proto, tcp_word = words(data, 12)
-                if head >> 8 == ipv4_ihl5 and frag_proto & frag_proto_mask == tcp_first:
-                    end = 14 + total
-                    if end > size:
-                        end = size
-                    start = 34 + (tcp_word >> 12) * 4
-                    if tcp_word >= 0x5000 and start <= end:
-                        key = data[26:38]
-                        flow = entry_of(key)
-                        if flow is None:
-                            # Another worker's flow, or a new one of this worker's.
-                            if key in others:
-                                continue
-                            src, dst, sport, dport = ends(data, 26)
-                            both = ((src + dst) << 16) + sport + dport
-                            if ((both % prime * golden & 0xFFFFFFFF) >> 16) % workers != index:
-                                if len(others) >= OTHERS_KEPT:
-                                    others.clear()
-                                others[key] = None
-                                continue
-                        else:
-                            state = flow.state
-                            if (
-                                (state is counting and not tcp_word & fin_rst)
-                                or (state is closed and not tcp_word & syn)
-                                or (start == end and not tcp_word & fin_syn_rst)
-                            ):
-                                packets += 1
-                                captured += size
-                                sent = end - start
-                                flow.packets += 1
-                                flow.bytes += sent
-                                if key == flow.fkey:  # direction 0's share (Flow.packets0)
-                                    flow.packets0 += 1
-                                    flow.bytes0 += sent
-                                flow.last_seen = timestamp
-                                continue
-                        packets += 1
-                        captured += size
-                        self.now = now
-                        # _fast_segment, inline (the TCP header is at 34)
-                        src_addr, dst_addr, sport, dport, seq, ack = addrs_tcp(data, 26)
-                        segment(key, flow, new_segment(TcpSegment, (
-                            src_addr, dst_addr, sport, dport, seq, ack, tcp_word & 0xFF,
-                            data[start:end], no_vlans)), timestamp)
-                        break
+            # inverted: a short jump (see _SHORT_JUMPS)
+            if linktype != ethernet or size < 54:
+                self.now = now
+                share(timestamp, linktype, data, workers, index)  # counts itself if it is ours
+                break
+            head, total, frag_proto, tcp_word = words(data, 12)
+            # inverted: a short jump (see _SHORT_JUMPS)
+            if head >> 8 != ipv4_ihl5 or frag_proto & frag_proto_mask != tcp_first:
+                self.now = now
+                share(timestamp, linktype, data, workers, index)  # counts itself if it is ours
+                break
+            end = 14 + total
+            if end > size:
+                end = size
+            start = 34 + (tcp_word >> 12) * 4
+            # inverted: a short jump (see _SHORT_JUMPS)
+            if tcp_word < 0x5000 or start > end:
+                self.now = now
+                share(timestamp, linktype, data, workers, index)  # counts itself if it is ours
+                break
+            key = data[26:38]
+            flow = entry_of(key)
+            if flow is None:
+                # Another worker's flow, or a new one of this worker's.
+                if key in others:
+                    continue
+                src, dst, sport, dport = ends(data, 26)
+                both = ((src + dst) << 16) + sport + dport
+                if ((both % prime * golden & 0xFFFFFFFF) >> 16) % workers != index:
+                    if len(others) >= OTHERS_KEPT:
+                        others.clear()
+                    others[key] = None
+                    continue
+            else:
+                state = flow.state
+                if (
+                    (state is counting and not tcp_word & fin_rst)
+                    or (state is closed and not tcp_word & syn)
+                    or (start == end and not tcp_word & fin_syn_rst)
+                ):
+                    packets += 1
+                    captured += size
+                    if key == flow.fkey:  # direction 0 (Flow.packets0)
+                        flow.packets0 += 1
+                        flow.bytes0 += end - start
+                    else:
+                        flow.packets1 += 1
+                        flow.bytes1 += end - start
+                    flow.last_seen = timestamp
+                    continue
+            packets += 1
+            captured += size
+            self.now = now
+            # _fast_segment, inline (the TCP header is at 34)
+            src_addr, dst_addr, sport, dport, seq, ack = addrs_tcp(data, 26)
+            segment(key, flow, new_segment(TcpSegment, (
+                src_addr, dst_addr, sport, dport, seq, ack, tcp_word & 0xFF,
+                data[start:end], no_vlans)), timestamp)
+            break
             self.now = now
             share(timestamp, linktype, data, workers, index)  # counts itself if it is ours
             break
@@ -527,39 +553,49 @@ class Sensor:
                     self.now = now
                     self._sweep(timestamp)
                     next_sweep = self._next_sweep
-            if linktype == ethernet and size >= 54:
-                head, total, frag_proto, tcp_word = words(data, 12)
-                if head >> 8 == ipv4_ihl5 and frag_proto & frag_proto_mask == tcp_first:
-                    end = 14 + total
-                    if end > size:
-                        end = size
-                    start = 34 + (tcp_word >> 12) * 4
-                    if tcp_word >= 0x5000 and start <= end:
-                        key = data[26:38]
-                        flow = entry_of(key)
-                        if flow is not None:
-                            state = flow.state
-                            if (
-                                (state is counting and not tcp_word & fin_rst)
-                                or (state is closed and not tcp_word & syn)
-                                or (start == end and not tcp_word & fin_syn_rst)
-                            ):
-                                sent = end - start
-                                flow.packets += 1
-                                flow.bytes += sent
-                                if key == flow.fkey:  # direction 0's share (Flow.packets0)
-                                    flow.packets0 += 1
-                                    flow.bytes0 += sent
-                                flow.last_seen = timestamp
-                                continue
-                        self.now = now
-                        # _fast_segment, inline (the TCP header is at 34)
-                        src, dst, sport, dport, seq, ack = addrs_tcp(data, 26)
-                        segment(key, flow, new_segment(TcpSegment, (
-                            src, dst, sport, dport, seq, ack, tcp_word & 0xFF, data[start:end],
-                            no_vlans)), timestamp)
-                        now, next_sweep = self.now, self._next_sweep
+            # inverted: a short jump (see _SHORT_JUMPS)
+            if linktype != ethernet or size < 54:
+                self.now = now
+                frame(timestamp, linktype, data)
+                now, next_sweep = self.now, self._next_sweep
+                continue
+            head, total, frag_proto, tcp_word = words(data, 12)
+            # inverted: a short jump (see _SHORT_JUMPS)
+            if head >> 8 != ipv4_ihl5 or frag_proto & frag_proto_mask != tcp_first:
+                self.now = now
+                frame(timestamp, linktype, data)
+                now, next_sweep = self.now, self._next_sweep
+                continue
+            end = 14 + total
+            if end > size:
+                end = size
+            start = 34 + (tcp_word >> 12) * 4
+            if tcp_word >= 0x5000 and start <= end:
+                key = data[26:38]
+                flow = entry_of(key)
+                if flow is not None:
+                    state = flow.state
+                    if (
+                        (state is counting and not tcp_word & fin_rst)
+                        or (state is closed and not tcp_word & syn)
+                        or (start == end and not tcp_word & fin_syn_rst)
+                    ):
+                        if key == flow.fkey:  # direction 0 (Flow.packets0)
+                            flow.packets0 += 1
+                            flow.bytes0 += end - start
+                        else:
+                            flow.packets1 += 1
+                            flow.bytes1 += end - start
+                        flow.last_seen = timestamp
                         continue
+                self.now = now
+                # _fast_segment, inline (the TCP header is at 34)
+                src, dst, sport, dport, seq, ack = addrs_tcp(data, 26)
+                segment(key, flow, new_segment(TcpSegment, (
+                    src, dst, sport, dport, seq, ack, tcp_word & 0xFF, data[start:end],
+                    no_vlans)), timestamp)
+                now, next_sweep = self.now, self._next_sweep
+                continue
             self.now = now
             frame(timestamp, linktype, data)
             now, next_sweep = self.now, self._next_sweep  # in step, whatever it did
@@ -621,40 +657,50 @@ class Sensor:
                     self.now = now
                     self._sweep(timestamp)
                     next_sweep = self._next_sweep
-            if size >= fast:
-                # The words and the key from the record's offset: no offset arithmetic
-                # (each a new int object, so far into a buffer) and no slice.
-                head, total, frag_proto, key, tcp_word = words_key(buf, record)
-                if head >> 8 == ipv4_ihl5 and frag_proto & frag_proto_mask == tcp_first:
-                    tail = 14 + total
-                    if tail > size:
-                        tail = size
-                    payload = 34 + (tcp_word >> 12) * 4
-                    if tcp_word >= 0x5000 and payload <= tail:
-                        flow = entry_of(key)
-                        if flow is not None:
-                            state = flow.state
-                            if (
-                                (state is counting and not tcp_word & fin_rst)
-                                or (state is closed and not tcp_word & syn)
-                                or (payload == tail and not tcp_word & fin_syn_rst)
-                            ):
-                                sent = tail - payload
-                                flow.packets += 1
-                                flow.bytes += sent
-                                if key == flow.fkey:  # direction 0's share (Flow.packets0)
-                                    flow.packets0 += 1
-                                    flow.bytes0 += sent
-                                flow.last_seen = timestamp
-                                continue
-                        self.now = now
-                        # _fast_segment, inline (the TCP header is at 34)
-                        src, dst, sport, dport, seq, ack = addrs_tcp(buf, at + 26)
-                        segment(key, flow, new_segment(TcpSegment, (
-                            src, dst, sport, dport, seq, ack, tcp_word & 0xFF,
-                            buf[at + payload : at + tail], no_vlans)), timestamp)
-                        now, next_sweep = self.now, self._next_sweep
+            # inverted: a short jump (see _SHORT_JUMPS)
+            if size < fast:
+                self.now = now
+                frame(timestamp, linktype, buf[at:stop])
+                now, next_sweep = self.now, self._next_sweep
+                continue
+            # The words and the key from the record's offset: no offset arithmetic
+            # (each a new int object, so far into a buffer) and no slice.
+            head, total, frag_proto, key, tcp_word = words_key(buf, record)
+            # inverted: a short jump (see _SHORT_JUMPS)
+            if head >> 8 != ipv4_ihl5 or frag_proto & frag_proto_mask != tcp_first:
+                self.now = now
+                frame(timestamp, linktype, buf[at:stop])
+                now, next_sweep = self.now, self._next_sweep
+                continue
+            tail = 14 + total
+            if tail > size:
+                tail = size
+            payload = 34 + (tcp_word >> 12) * 4
+            if tcp_word >= 0x5000 and payload <= tail:
+                flow = entry_of(key)
+                if flow is not None:
+                    state = flow.state
+                    if (
+                        (state is counting and not tcp_word & fin_rst)
+                        or (state is closed and not tcp_word & syn)
+                        or (payload == tail and not tcp_word & fin_syn_rst)
+                    ):
+                        if key == flow.fkey:  # direction 0 (Flow.packets0)
+                            flow.packets0 += 1
+                            flow.bytes0 += tail - payload
+                        else:
+                            flow.packets1 += 1
+                            flow.bytes1 += tail - payload
+                        flow.last_seen = timestamp
                         continue
+                self.now = now
+                # _fast_segment, inline (the TCP header is at 34)
+                src, dst, sport, dport, seq, ack = addrs_tcp(buf, at + 26)
+                segment(key, flow, new_segment(TcpSegment, (
+                    src, dst, sport, dport, seq, ack, tcp_word & 0xFF,
+                    buf[at + payload : at + tail], no_vlans)), timestamp)
+                now, next_sweep = self.now, self._next_sweep
+                continue
             self.now = now
             frame(timestamp, linktype, buf[at:stop])
             now, next_sweep = self.now, self._next_sweep  # in step, whatever it did
@@ -689,20 +735,23 @@ class Sensor:
         """A TCP segment whose flow key is ``key`` and whose table entry is ``found``
         (looked up by the caller), past the counted-packet path."""
         flags = segment.flags
+        # Counted by the counted path's test (key == fkey: direction 0's counters), which
+        # is Flow.direction_of's (inline) but for a flow whose two keys are equal.
         if found is None or (found.state is _CLOSED and flags & SYN):
             if found is not None:
                 self._forget(found, "rst")
-            flow, direction = self._open_flow(key, timestamp), 0
-        else:
-            # Flow.direction_of, inline
-            flow = found
-            direction = 0 if key == found.fkey and not found.fins & SELF_KEYS else 1
-        sent = len(segment.payload)
-        flow.packets += 1
-        flow.bytes += sent
-        if key == flow.fkey:  # the counted path's test, not ``direction`` (Flow.packets0)
+            flow, direction = self._open_flow(key, timestamp), 0  # whose fkey is key
             flow.packets0 += 1
-            flow.bytes0 += sent
+            flow.bytes0 += len(segment.payload)
+        elif key == found.fkey:
+            flow = found
+            direction = 1 if found.fins & SELF_KEYS else 0
+            flow.packets0 += 1
+            flow.bytes0 += len(segment.payload)
+        else:
+            flow, direction = found, 1
+            flow.packets1 += 1
+            flow.bytes1 += len(segment.payload)
         flow.last_seen = timestamp
         state = flow.state
         if state is _HANDSHAKE:

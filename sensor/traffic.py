@@ -13,9 +13,9 @@ address and port (``network.transport``).
 
 Each live flow keeps its counters as last reported (packed into one int: memory matters at
 ``max_flows``); a flow without such an entry is new in the interval, which is how
-``connections`` is counted without a hook where flows are opened. The flow's totals cover
-both directions: ECS ``network.bytes``/``network.packets`` (both ways). Its direction-0
-counters (``Flow.packets0``/``bytes0``) split them: what the client sent is ECS
+``connections`` is counted without a hook where flows are opened. The flow counts per
+direction (``Flow.packets0``/``bytes0``, ``packets1``/``bytes1``); both summed are ECS
+``network.bytes``/``network.packets`` (both ways), and what the client sent is ECS
 ``source.bytes``/``source.packets`` (the source side of a per-server event is its clients:
 upload), what the server sent ``destination.bytes``/``destination.packets`` (download). The
 client's direction is the flow's as the delta is taken (``_server_of``'s: known from the SYN
@@ -57,16 +57,20 @@ DATASET: Final = "certwatch.traffic.stats"
 LIMIT_ANOMALY: Final = "traffic_endpoints_limit"
 MAX_OTHER_SEEN: Final = 65_536
 """Endpoints over the bound told apart per interval (for their number); beyond, "at least"."""
-# A flow's packed snapshot, low bits first: packets (40 bits), bytes (64), direction 0's
-# packets (40), then direction 0's bytes. Six 30-bit digits while direction 0 sent under
-# 64 GiB, the size the two fields' snapshot had (an int's memory goes in 16-byte steps).
-# Bounds: 2**40 packets and 2**64 bytes a flow, decades at any link speed.
+# A flow's packed snapshot, low bits first: direction 1's packets (40 bits) and bytes (64),
+# direction 0's packets (40), then direction 0's bytes (the rest, unbounded). Six 30-bit
+# digits while direction 0 sent under 64 GiB, the size a two-field snapshot had (an int's
+# memory goes in 16-byte steps). The three bounded fields hold their counters modulo their
+# width and deltas are taken modulo it too, so a flow may count past any field's width over
+# its life; a delta is exact while one interval adds under 2**40 packets and 2**64 bytes to
+# one direction of one flow: 2**40 packets at 10 million a second (ten times what a worker
+# counts) take 30 hours, 2**64 bytes at 400 Gb/s 11 years.
 _PACKETS_BITS: Final = 40
 _PACKETS_MASK: Final = (1 << _PACKETS_BITS) - 1
 _BYTES_BITS: Final = 64
 _BYTES_MASK: Final = (1 << _BYTES_BITS) - 1
-_TOTALS_BITS: Final = _PACKETS_BITS + _BYTES_BITS  # where direction 0's packets start
-_BYTES0_SHIFT: Final = _TOTALS_BITS + _PACKETS_BITS
+_DIR1_BITS: Final = _PACKETS_BITS + _BYTES_BITS  # where direction 0's packets start
+_BYTES0_SHIFT: Final = _DIR1_BITS + _PACKETS_BITS
 
 ServerEndpoint = tuple[bytes, int, bool]
 """(server address as on the wire: 4 or 16 bytes, server port, over UDP)."""
@@ -123,27 +127,21 @@ def interval_start(timestamp: float, interval: float) -> float:
     return math.floor(timestamp / interval) * interval
 
 
-def _client_direction(flow: Flow) -> tuple[int, ServerEndpoint]:
-    """The client's direction of ``flow`` and the server's address and port (with a
-    placeholder transport): ``flow.client_server()`` without building the client's half;
-    a flow whose roles are unknown gets the likelier ones (:func:`likely_client_direction`)."""
+def _server_of(flow: Flow, udp: bool) -> ServerEndpoint:
+    """``flow.client_server()[1]`` without building the client's half (once per handshake),
+    and the transport; a flow whose roles are unknown gets the likelier server
+    (:func:`likely_client_direction`). Inline in ``TrafficStats._take``."""
     key = flow.key
     client = flow.client_direction
     if client is None:
         client = likely_client_direction(key[2], key[3])
-    return client, ((key[0], key[2], False) if client == 1 else (key[1], key[3], False))
-
-
-def _server_of(flow: Flow, udp: bool) -> ServerEndpoint:
-    """``flow.client_server()[1]`` (once per handshake) and the transport."""
-    addr, port, _ = _client_direction(flow)[1]
-    return addr, port, udp
+    return (key[0], key[2], udp) if client == 1 else (key[1], key[3], udp)
 
 
 def _snapshot(flow: Flow) -> int:
     """``flow``'s four counters packed into one int (see ``_PACKETS_BITS``)."""
-    return ((flow.bytes0 << _PACKETS_BITS | flow.packets0) << _TOTALS_BITS
-            | flow.bytes << _PACKETS_BITS | flow.packets)
+    return ((flow.bytes0 << _PACKETS_BITS | flow.packets0 & _PACKETS_MASK) << _DIR1_BITS
+            | (flow.bytes1 & _BYTES_MASK) << _PACKETS_BITS | flow.packets1 & _PACKETS_MASK)
 
 
 def _order(item: tuple[ServerEndpoint, Counts]) -> tuple[int, int, int, bytes, int, bool]:
@@ -165,7 +163,7 @@ class TrafficStats:
         self._counts: dict[ServerEndpoint, Counts] = {}
         self._other = Counts()
         self._other_endpoints: set[ServerEndpoint] = set()
-        self._reported: dict[Flow, int] = {}  # flow -> bytes << 40 | packets, as last counted
+        self._reported: dict[Flow, int] = {}  # flow -> _snapshot(flow), as last counted
 
     def begin(self, now: float) -> None:
         """Start counting in the interval holding ``now`` (first packet, or after a gap)."""
@@ -184,28 +182,30 @@ class TrafficStats:
             self._other_endpoints.add(endpoint)
         return self._other
 
-    def _take(self, flow: Flow, packed: int | None, udp: bool) -> int:
+    def _take(self, flow: Flow, packed: int | None, udp: bool) -> None:
         """Add ``flow``'s counts since ``packed`` (its snapshot; None: a new flow) to its
-        endpoint; the new snapshot."""
-        client, (addr, port, _) = _client_direction(flow)
-        counts = self._slot((addr, port, udp))
-        packets, sent, packets0, sent0 = flow.packets, flow.bytes, flow.packets0, flow.bytes0
+        endpoint (once per flow and interval, and when it ends: ``_server_of`` inline)."""
+        key = flow.key
+        client = flow.client_direction
+        if client is None:
+            client = likely_client_direction(key[2], key[3])
+        counts = self._slot((key[0], key[2], udp) if client == 1 else (key[1], key[3], udp))
+        packets0, sent0, packets1, sent1 = flow.packets0, flow.bytes0, flow.packets1, flow.bytes1
         if packed is None:
             counts.connections += 1
-        else:
-            packets -= packed & _PACKETS_MASK
-            sent -= packed >> _PACKETS_BITS & _BYTES_MASK
-            packets0 -= packed >> _TOTALS_BITS & _PACKETS_MASK
+        else:  # modulo the fields' widths (see _PACKETS_BITS)
+            packets1 = (packets1 - (packed & _PACKETS_MASK)) & _PACKETS_MASK
+            sent1 = (sent1 - (packed >> _PACKETS_BITS & _BYTES_MASK)) & _BYTES_MASK
+            packets0 = (packets0 - (packed >> _DIR1_BITS & _PACKETS_MASK)) & _PACKETS_MASK
             sent0 -= packed >> _BYTES0_SHIFT
-        counts.packets += packets
-        counts.bytes += sent
-        if client:  # the client sends in direction 1: what direction 0 did not send
-            counts.client_packets += packets - packets0
-            counts.client_bytes += sent - sent0
+        counts.packets += packets0 + packets1
+        counts.bytes += sent0 + sent1
+        if client:  # the client sends in direction 1
+            counts.client_packets += packets1
+            counts.client_bytes += sent1
         else:
             counts.client_packets += packets0
             counts.client_bytes += sent0
-        return _snapshot(flow)
 
     def forget(self, flow: Flow, udp: bool = False) -> None:
         """``flow`` (a UDP flow if ``udp``) leaves its table: its last counts go to the
@@ -233,9 +233,12 @@ class TrafficStats:
             for flow in table:
                 # Unchanged since last taken (most flows of a quiet link): no endpoint slot.
                 packed = reported.get(flow)
-                if packed != ((flow.bytes0 << _PACKETS_BITS | flow.packets0) << _TOTALS_BITS
-                              | flow.bytes << _PACKETS_BITS | flow.packets):  # _snapshot
-                    reported[flow] = self._take(flow, packed, udp)
+                snap = ((flow.bytes0 << _PACKETS_BITS | flow.packets0 & _PACKETS_MASK)
+                        << _DIR1_BITS | (flow.bytes1 & _BYTES_MASK) << _PACKETS_BITS
+                        | flow.packets1 & _PACKETS_MASK)  # _snapshot, inline
+                if packed != snap:
+                    self._take(flow, packed, udp)
+                    reported[flow] = snap
         start = self.start if self.start is not None else 0.0
         stats = IntervalStats(
             start=start,

@@ -145,12 +145,12 @@ class UdpSensor:
             entry = self._open(key, kind[0], kind[1], timestamp)
         udp_flow, direction = entry
         flow = udp_flow.flow
-        sent = len(datagram.payload)
-        flow.packets += 1
-        flow.bytes += sent
         if key == flow.fkey:  # as the TCP flows count direction 0 (Flow.packets0)
             flow.packets0 += 1
-            flow.bytes0 += sent
+            flow.bytes0 += len(datagram.payload)
+        else:
+            flow.packets1 += 1
+            flow.bytes1 += len(datagram.payload)
         flow.last_seen = timestamp
         session = udp_flow.session
         if session is None:

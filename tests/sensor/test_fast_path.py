@@ -11,8 +11,10 @@ capture of tests/data and on a generated capture.
 
 from __future__ import annotations
 
+import dis
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,22 @@ def test_a_flow_seen_both_ways_decoded_and_fast_stays_with_one_worker(
                             for owner in owners)
         packets += taken
     assert packets == len(mixed)
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11),
+                    reason="CPython 3.11's specialization of a compare fused with its jump")
+@pytest.mark.parametrize("name", ["process", "process_many", "process_share_many",
+                                  "process_pcap_records"])
+def test_no_per_packet_compare_is_kept_generic_by_a_long_jump(name: str) -> None:
+    """sensor.sensor._SHORT_JUMPS: CPython 3.11 turns a compare into a fast int compare
+    fused with its jump only when the jump follows it directly; a jump past 255 code units
+    needs an EXTENDED_ARG between them and the compare stays a generic rich compare on
+    every packet (what the traffic split cost, more than its own counting). The inlined
+    fast paths are longer than that, so their tests must jump short."""
+    code = getattr(getattr(Sensor, name), "__code__", None)
+    if code is None:
+        pytest.skip("a compiled build: no bytecode")
+    ops = [ins for ins in dis.get_instructions(code) if ins.opname != "CACHE"]
+    long_jumps = [f"{op.offset}: {op.argrepr}" for op, after in pairwise(ops)
+                  if op.opname == "COMPARE_OP" and after.opname == "EXTENDED_ARG"]
+    assert ops and not long_jumps

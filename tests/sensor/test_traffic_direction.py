@@ -18,10 +18,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.events import SensorEvent, TrafficStatsEvent
 from sensor.config import SensorConfig
 from sensor.flowhash import flow_owner
+from sensor.flows import Flow, flow_key
+from sensor.traffic import TrafficStats
 from tests.support import DATA, Frame, captures, endpoint, read_frames, run_sensor, tshark_view
 from tools.tlsgen.scenarios import Options, build
 
@@ -241,3 +245,41 @@ def test_two_workers_report_the_split_of_one(tmp_path: Path) -> None:
     assert lines[1] and lines[1] == lines[2]
     events = [TrafficStatsEvent.model_validate_json(line) for line in lines[2]]
     assert reported_split(events) == independent_split(frames, {})
+
+
+# A flow whose counters went past the widths of the traffic statistics' packed snapshot
+# (sensor.traffic._PACKETS_BITS: 40 bits of packets, 64 of bytes per direction): a flow
+# that lives long enough on a fast link. Its counts per interval must stay exact, not fold
+# a byte count into the packets or lose a wrap of a field.
+_HUGE = st.integers(min_value=0, max_value=1 << 70)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.tuples(_HUGE, _HUGE, _HUGE, _HUGE),
+       added=st.lists(st.tuples(st.integers(0, (1 << 40) - 1), st.integers(0, (1 << 64) - 1),
+                                st.integers(0, (1 << 40) - 1), st.integers(0, (1 << 64) - 1)),
+                      min_size=1, max_size=4),
+       client=st.sampled_from([0, 1]))
+def test_a_flow_counted_past_the_snapshot_widths_reports_exact_intervals(
+        start: tuple[int, int, int, int], added: list[tuple[int, int, int, int]],
+        client: int) -> None:
+    flow = Flow(flow_key(bytes((192, 0, 2, 1)), bytes((198, 51, 100, 7)), 50_000, 443), 0.0)
+    flow.client_direction = client
+    flow.packets0, flow.bytes0, flow.packets1, flow.bytes1 = start
+    stats = TrafficStats(60.0, 10)
+    stats.begin(0.0)
+    first = stats.close([flow]).endpoints
+    assert [(c.packets, c.bytes, c.client_packets, c.client_bytes, c.connections)
+            for _, c in first] == [(flow.packets, flow.bytes, start[2 * client],
+                                   start[2 * client + 1], 1)]
+    for n, (packets0, bytes0, packets1, bytes1) in enumerate(added, 1):
+        flow.packets0 += packets0
+        flow.bytes0 += bytes0
+        flow.packets1 += packets1
+        flow.bytes1 += bytes1
+        stats.begin(60.0 * n)
+        got = [(c.packets, c.bytes, c.server_packets, c.server_bytes, c.connections)
+               for _, c in stats.close([flow]).endpoints]
+        server = (packets0, bytes0) if client else (packets1, bytes1)
+        changed = packets0 or bytes0 or packets1 or bytes1
+        assert got == ([(packets0 + packets1, bytes0 + bytes1, *server, 0)] if changed else [])

@@ -3,7 +3,8 @@
 Each worker process reads the whole capture itself (the mmap reader costs ~0.6 µs a
 packet) and feeds its sensor only the frames whose flow hashes to it
 (``Sensor.process_share_many``, a list of frames a call, the owner test inline: ~0.6 µs for
-another worker's frame; ``sensor.flowhash``: both directions of a connection, and
+another worker's frame; a classic pcap's records read in place, ``Sensor.process_pcap_records``
+with the share, no frame copied; ``sensor.flowhash``: both directions of a connection, and
 tunnelled traffic by its inner flow, land on one worker). Frames that are no flow (not
 TCP, malformed, unknown link type) are the sensor's business of worker 0 alone, so every
 counter is counted once. For the frames it skips a worker still lets capture time pass
@@ -73,6 +74,7 @@ from sensor.anomalies import Anomaly, AnomalyCounter
 from sensor.capture import open_capture
 from sensor.config import SensorConfig
 from sensor.errors import CaptureError
+from sensor.pcapfile import Buffer, PcapReader
 from sensor.sensor import Sensor
 from sensor.traffic import LIMIT_ANOMALY
 
@@ -275,7 +277,10 @@ def run_worker(index: int, workers: int, paths: Sequence[str], config: SensorCon
                 continue
             report.captures += 1
             with reader:
-                frame = _share(reader, path, outbox, frame, workers, index)
+                if isinstance(reader, PcapReader):
+                    frame = _share_records(reader, path, outbox, frame, workers, index)
+                else:
+                    frame = _share(reader, path, outbox, frame, workers, index)
                 if reader.truncated:
                     if index == 0:
                         log.warning("%s: capture is truncated; read what was complete", path)
@@ -314,6 +319,39 @@ def _share(reader: CaptureReader, path: str, outbox: _Outbox, frame: int, worker
                 outbox.progress = (path, reader.bytes_read, reader.bytes_total)
             outbox.send(frame)
     return frame
+
+
+def _share_records(reader: PcapReader, path: str, outbox: _Outbox, frame: int, workers: int,
+                   index: int) -> int:
+    """:func:`_share` for a classic pcap, whose records the sensor reads in place
+    (``PcapReader.record_runs`` and ``Sensor.process_pcap_records`` with this worker's
+    share, as ``certwatch.replay`` does for one process): no frame copy and no tuple per
+    frame. A call stops right after any frame that may have queued something, so what is
+    queued then is that frame's; ``Sensor.records_taken`` numbers it."""
+    sensor = outbox.sensor
+    fmt = reader.record_format
+    process, drain, queue, raw = (sensor.process_pcap_records, sensor.drain, sensor.queue,
+                                  outbox.forward.raw)
+    number = frame
+
+    def consume(buf: Buffer, start: int, end: int) -> int:
+        nonlocal number
+        pos = start
+        while True:
+            pos = process(buf, pos, end, fmt, workers, index)
+            taken = sensor.records_taken
+            if not taken:  # the next record is not all before end: the reader's
+                return pos
+            number += taken
+            if queue or raw:
+                outbox.collect(number, drain())
+
+    for _ in reader.record_runs(consume):
+        if number - outbox.sent >= SEND_FRAMES or len(outbox.items) >= SEND_EVERY_ITEMS:
+            if index == 0:
+                outbox.progress = (path, reader.bytes_read, reader.bytes_total)
+            outbox.send(number)
+    return number
 
 
 # -- the parent -----------------------------------------------------------------------------

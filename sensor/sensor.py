@@ -193,6 +193,9 @@ class Sensor:
         self._flow_entry = self.flows.entry_getter()
         # Flow keys of frames another worker owns (process_share_many): a cache, not state.
         self._others: dict[bytes, None] = {}
+        #: How many records the last :meth:`process_pcap_records` call took (its return
+        #: value is an offset; a worker numbers frames by this count).
+        self.records_taken = 0
         self.now = 0.0
         self._next_sweep = 0.0
         self._events: list[SensorEvent] = []
@@ -606,22 +609,33 @@ class Sensor:
         return taken
 
     def process_pcap_records(
-        self, buf: Buffer, start: int, end: int, fmt: PcapRecordFormat
+        self, buf: Buffer, start: int, end: int, fmt: PcapRecordFormat,
+        workers: int = 0, index: int = 0,
     ) -> int:
         """Account for the classic pcap records in ``buf[start:end]`` read in place, exactly
         as :meth:`process` for each frame; returns the offset of the first record not taken
-        (``end`` when all were): a record whose 16-byte header or captured bytes do not
-        all lie before ``end``, or that claims more than ``fmt.max_caplen`` bytes, is left
-        to the reader (a :data:`sensor.pcapfile.RecordConsumer`, for
+        (``end`` when all were) and sets :attr:`records_taken` to how many it took: it stops
+        in front of a record whose 16-byte header or captured bytes do not all lie before
+        ``end``, or that claims more than ``fmt.max_caplen`` bytes, which is left to the
+        reader (a :data:`sensor.pcapfile.RecordConsumer`, for
         :meth:`sensor.pcapfile.PcapReader.record_runs`). ``buf`` is a mapped file or bytes;
         ``start`` is the offset of a record header; ``fmt`` says how to read the headers.
+
+        With ``workers`` (> 0), :meth:`process_share` for worker ``index`` instead, as
+        :meth:`process_share_many` is for frame lists: another worker's frame only moves the
+        clock, and the call also stops right after any frame that may have queued events or
+        recorded anomalies (a segment, another kind of frame, a sweep of idle flows), so
+        what a caller finds queued is the last record's: a worker tags it with the frame
+        number :attr:`records_taken` adds up to (0 only when no record could be taken).
+        A sensor takes one share: the same ``workers`` and ``index`` on every call.
 
         :meth:`process_many` without the frames: a packet that is only counted costs its
         record header, the four header words and the flow key, all read from ``buf``; no
         frame is copied. A segment past the counted-packet path gets its payload sliced
         from ``buf``, any other frame (the general decoder) its bytes. Keep the fast path
-        the same as :meth:`process_many`'s (tests/sensor/test_record_runs.py compares
-        them on every frame of every test capture)."""
+        the same as :meth:`process_many`'s and the owner test as
+        :meth:`process_share_many`'s (tests/sensor/test_record_runs.py and
+        test_share_records.py compare them on every frame of every test capture)."""
         header, unit, linktype, max_caplen = fmt
         stats, entry_of, frame = self.stats, self._flow_entry, self._frame
         segment = self._segment
@@ -634,13 +648,19 @@ class Sensor:
         counting, closed, fin_rst, syn, fin_syn_rst = (
             _COUNTING, _CLOSED, _FIN_RST, SYN, _FIN_SYN_RST)
         addrs_tcp, new_segment, no_vlans = ETH_IPV4_ADDRS_TCP, _new_segment, _NO_VLANS
+        ends, prime, golden, others = ETH_IPV4_ENDS, PRIME, GOLDEN, self._others
         now, next_sweep = self.now, self._next_sweep
         # As in process_many, the clock lives in a local (written back before every call
         # that may read it); the packet total is the loop's count and the byte total is the
-        # records' span less their headers, both added at the end.
+        # records' span less their headers, both added at the end. A worker's share: the
+        # other workers' frames are counted apart (``alien``) and taken off those totals,
+        # so the counted-packet path is the same for both; a frame that needs more than the
+        # inline path (the general path, a sweep) is left in ``held`` and handed to
+        # process_share after the loop, which counts it if it is this worker's.
         pos = start
-        taken = 0
-        for taken in count():  # noqa: B007 - the count is the number of records taken
+        taken = alien = alien_bytes = 0
+        held = -1
+        for taken in count():  # the count is the number of records taken
             try:
                 sec, frac, size = header(buf, pos)
             except struct_error:  # fewer than 16 bytes left in buf: the reader's to report
@@ -651,14 +671,20 @@ class Sensor:
                 break
             record, pos = pos, stop
             timestamp = sec + frac * unit
-            if timestamp > now:
+            if timestamp > now:  # every frame moves the clock, a worker's own or not
                 now = timestamp
                 if timestamp >= next_sweep:
                     self.now = now
                     self._sweep(timestamp)
                     next_sweep = self._next_sweep
+                    if workers:  # the sweep's events are this frame's: stop after it
+                        held = pos = record
+                        break
             # inverted: a short jump (see _SHORT_JUMPS)
             if size < fast:
+                if workers:
+                    held = pos = record
+                    break
                 self.now = now
                 frame(timestamp, linktype, buf[at:stop])
                 now, next_sweep = self.now, self._next_sweep
@@ -668,6 +694,9 @@ class Sensor:
             head, total, frag_proto, key, tcp_word = words_key(buf, record)
             # inverted: a short jump (see _SHORT_JUMPS)
             if head >> 8 != ipv4_ihl5 or frag_proto & frag_proto_mask != tcp_first:
+                if workers:
+                    held = pos = record
+                    break
                 self.now = now
                 frame(timestamp, linktype, buf[at:stop])
                 now, next_sweep = self.now, self._next_sweep
@@ -676,38 +705,70 @@ class Sensor:
             if tail > size:
                 tail = size
             payload = 34 + (tcp_word >> 12) * 4
-            if tcp_word >= 0x5000 and payload <= tail:
-                flow = entry_of(key)
-                if flow is not None:
-                    state = flow.state
-                    if (
-                        (state is counting and not tcp_word & fin_rst)
-                        or (state is closed and not tcp_word & syn)
-                        or (payload == tail and not tcp_word & fin_syn_rst)
-                    ):
-                        if key == flow.fkey:  # direction 0 (Flow.packets0)
-                            flow.packets0 += 1
-                            flow.bytes0 += tail - payload
-                        else:
-                            flow.packets1 += 1
-                            flow.bytes1 += tail - payload
-                        flow.last_seen = timestamp
-                        continue
+            # inverted: a short jump (see _SHORT_JUMPS)
+            if tcp_word < 0x5000 or payload > tail:
+                if workers:
+                    held = pos = record
+                    break
                 self.now = now
-                # _fast_segment, inline (the TCP header is at 34)
-                src, dst, sport, dport, seq, ack = addrs_tcp(buf, at + 26)
-                segment(key, flow, new_segment(TcpSegment, (
-                    src, dst, sport, dport, seq, ack, tcp_word & 0xFF,
-                    buf[at + payload : at + tail], no_vlans)), timestamp)
+                frame(timestamp, linktype, buf[at:stop])
                 now, next_sweep = self.now, self._next_sweep
                 continue
+            flow = entry_of(key)
+            if flow is not None:
+                state = flow.state
+                if (
+                    (state is counting and not tcp_word & fin_rst)
+                    or (state is closed and not tcp_word & syn)
+                    or (payload == tail and not tcp_word & fin_syn_rst)
+                ):
+                    if key == flow.fkey:  # direction 0 (Flow.packets0)
+                        flow.packets0 += 1
+                        flow.bytes0 += tail - payload
+                    else:
+                        flow.packets1 += 1
+                        flow.bytes1 += tail - payload
+                    flow.last_seen = timestamp
+                    continue
+            elif workers:
+                # Another worker's flow, or a new one of this worker's: only this worker's
+                # frames open flows here, so a flow in the table is this worker's unhashed.
+                if key in others:
+                    alien += 1
+                    alien_bytes += size
+                    continue
+                src, dst, sport, dport = ends(buf, at + 26)  # sensor.flowhash.endpoints_hash
+                both = ((src + dst) << 16) + sport + dport
+                if ((both % prime * golden & 0xFFFFFFFF) >> 16) % workers != index:
+                    if len(others) >= OTHERS_KEPT:
+                        others.clear()
+                    others[key] = None
+                    alien += 1
+                    alien_bytes += size
+                    continue
             self.now = now
-            frame(timestamp, linktype, buf[at:stop])
-            now, next_sweep = self.now, self._next_sweep  # in step, whatever it did
+            # _fast_segment, inline (the TCP header is at 34)
+            src_addr, dst_addr, sport, dport, seq, ack = addrs_tcp(buf, at + 26)
+            segment(key, flow, new_segment(TcpSegment, (
+                src_addr, dst_addr, sport, dport, seq, ack, tcp_word & 0xFF,
+                buf[at + payload : at + tail], no_vlans)), timestamp)
+            if workers:  # the segment may have queued events: stop after it
+                taken += 1
+                break
+            now, next_sweep = self.now, self._next_sweep
         self.now = now
-        stats.packets += taken
-        stats.bytes += pos - start - 16 * taken
-        return pos
+        stats.packets += taken - alien
+        stats.bytes += pos - start - 16 * taken - alien_bytes
+        if held < 0:
+            self.records_taken = taken
+            return pos
+        # The held frame goes to process_share (its clock and any sweep are done here): it
+        # processes and counts the frame if it is this worker's and leaves another's alone.
+        sec, frac, size = header(buf, held)
+        stop = held + 16 + size
+        self.process_share(sec + frac * unit, linktype, buf[held + 16 : stop], workers, index)
+        self.records_taken = taken + 1
+        return stop
 
     def _general(self, timestamp: float, linktype: int, data: bytes) -> None:
         """A frame :meth:`process`'s fast path does not take (VLAN tags, IPv6, tunnels,
